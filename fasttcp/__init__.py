@@ -1,0 +1,32 @@
+"""fasttcp: TCP connection tracking for millions of connections, in numpy batches.
+
+>>> import fasttcp
+>>> fasttcp.Tracker(model="conntrack", capacity=1 << 16)
+Tracker(model='conntrack', connections=0, capacity=65536, max_capacity=65536)
+"""
+from fasttcp._version import __version__
+from fasttcp.models import FLAG_CLASSES, Model, compile_model, get_model
+from fasttcp.tracker import (
+    CONN4_DTYPE,
+    CONN6_DTYPE,
+    EVENT6_DTYPE,
+    EVENT_DTYPE,
+    IGNORED,
+    INVALID,
+    NEW,
+    VALID,
+    VERDICTS,
+    ConnInfo,
+    LookupResult,
+    TableFullError,
+    Tracker,
+    UpdateResult,
+    addresses,
+)
+
+__all__ = [
+    "__version__", "Tracker", "ConnInfo", "UpdateResult", "LookupResult", "TableFullError",
+    "Model", "compile_model", "get_model", "FLAG_CLASSES", "addresses",
+    "EVENT_DTYPE", "EVENT6_DTYPE", "CONN4_DTYPE", "CONN6_DTYPE",
+    "VERDICTS", "NEW", "VALID", "INVALID", "IGNORED",
+]

@@ -1,0 +1,95 @@
+from fasttcp._typedefs cimport int64_t, intp_t, uint8_t, uint16_t, uint32_t, uint64_t
+
+
+cdef struct addr6_t:
+    uint64_t hi                 # first 8 bytes of the address, as stored (network order bytes)
+    uint64_t lo                 # last 8 bytes
+
+
+# One record per connection. The numpy dtypes CONN4_DTYPE / CONN6_DTYPE are derived from these
+# structs (field offsets read off a dummy instance), so the two can never disagree.
+cdef struct conn4_t:
+    uint32_t orig_h             # originator address (host-order integer, as ipaddress gives it)
+    uint32_t resp_h             # responder address
+    uint16_t orig_p             # originator port
+    uint16_t resp_p             # responder port
+    uint8_t state               # model state code
+    uint8_t status              # STATUS_* bits
+    uint8_t orig_flags          # OR of the TCP flags sent by the originator
+    uint8_t resp_flags          # OR of the TCP flags sent by the responder
+    uint32_t orig_pkts          # segments orig -> resp (free record: index of the next free one)
+    uint32_t resp_pkts          # segments resp -> orig
+    uint64_t orig_bytes         # payload bytes orig -> resp
+    uint64_t resp_bytes         # payload bytes resp -> orig
+    int64_t first_ts            # timestamp of the first segment, ns
+    int64_t last_ts             # latest timestamp seen, ns
+
+cdef struct conn6_t:
+    addr6_t orig_h              # originator address, 16 bytes in network order
+    addr6_t resp_h              # responder address
+    uint16_t orig_p
+    uint16_t resp_p
+    uint8_t state
+    uint8_t status
+    uint8_t orig_flags
+    uint8_t resp_flags
+    uint32_t orig_pkts
+    uint32_t resp_pkts
+    uint64_t orig_bytes
+    uint64_t resp_bytes
+    int64_t first_ts
+    int64_t last_ts
+
+ctypedef fused conn_t:
+    conn4_t
+    conn6_t
+
+
+# The columns of one batch. Exactly one of the (src4, dst4) / (src6, dst6) pairs is set.
+cdef struct events_t:
+    const int64_t* ts
+    const uint32_t* src4
+    const uint32_t* dst4
+    const addr6_t* src6
+    const addr6_t* dst6
+    const uint16_t* sport
+    const uint16_t* dport
+    const uint8_t* flags
+    const uint32_t* length
+
+
+# Per-batch outcome counts, accumulated into the table's totals.
+cdef struct counts_t:
+    int64_t events
+    int64_t new             # segments that created (or reopened) a connection
+    int64_t valid           # segments that moved a connection through the table
+    int64_t invalid         # segments the model calls invalid (state unchanged)
+    int64_t ignored         # segments the model ignores (state unchanged)
+    int64_t untracked       # invalid/ignored segments that matched no connection (none created)
+    int64_t closed          # connections ended by the model (close or reopen)
+
+
+# The hash index and bookkeeping of one address family's table.
+cdef struct table_t:
+    uint32_t* index             # open-addressing slots: 0 empty, 1 tombstone, else tag|record+2
+    uint64_t nslots
+    uint32_t id_bits            # low bits of a slot hold record index + 2, the rest a hash tag
+    uint32_t id_mask
+    uint32_t tag_mask
+    intp_t capacity             # records allocated
+    intp_t count                # live connections
+    intp_t used                 # records ever handed out (high-water mark)
+    intp_t tombstones
+    intp_t max_filled           # count + tombstones may not exceed this (probes stay short)
+    int64_t free_head           # first free record below `used`, -1 if none
+    uint64_t k0                 # hash key (secret, per tracker)
+    uint64_t k1
+    uint64_t k2
+    uint64_t k3
+    int64_t* hist               # live connections per state
+    # the compiled model
+    const uint8_t* class_of     # flag byte -> flag class
+    const uint8_t* trans        # [state, direction, class] -> next state / INVALID / IGNORE
+    const uint8_t* actions      # [state, direction, class] -> ACTION_*
+    intp_t n_states
+    intp_t n_classes

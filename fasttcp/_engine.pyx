@@ -1,0 +1,710 @@
+"""Connection table and batch update kernel.
+
+One `FlowTable` holds the connections of one address family: fixed-size records in a numpy
+structured array (stable indices, a free list threaded through dead records) and an
+open-addressing index of uint32 slots over them, keyed by a seeded hash of the unordered pair of
+endpoints. `FlowTable.update` applies a batch of segments in one `nogil` loop through the compiled
+transition table of a model (see `fasttcp.models`).
+
+The loop hides memory latency by software pipelining: the hash of event i+HASH_AHEAD is computed
+and its index slot prefetched, the slot of event i+RECORD_AHEAD is read and its record prefetched,
+then event i is applied with a full (now cached) lookup. Prefetches are hints only: every event is
+applied with an exact lookup, in order, so events of one batch that touch the same connection see
+each other's effects.
+"""
+import numpy as np
+
+cimport numpy as cnp
+from libc.string cimport memset
+
+from fasttcp._typedefs cimport int64_t, intp_t, uint8_t, uint16_t, uint32_t, uint64_t
+
+cnp.import_array()
+
+cdef extern from *:
+    """
+    #if defined(__GNUC__) || defined(__clang__)
+    #define FT_PREFETCH(p) __builtin_prefetch((const void *)(p), 1, 3)
+    #else
+    #define FT_PREFETCH(p) ((void)(p))
+    #endif
+    /* 64x64 -> 128 bit multiply, folded: the mixing step of wyhash/ahash-style hashes. */
+    static inline uint64_t ft_fold_mul(uint64_t a, uint64_t b) {
+        __uint128_t r = (__uint128_t)a * b;
+        return (uint64_t)r ^ (uint64_t)(r >> 64);
+    }
+    """
+    void FT_PREFETCH(const void* p) noexcept nogil
+    uint64_t ft_fold_mul(uint64_t a, uint64_t b) noexcept nogil
+
+# Results a transition cell can hold besides a state; never used as an index.
+INVALID = 255
+IGNORE = 254
+cdef enum:
+    C_INVALID = 255
+    C_IGNORE = 254
+
+# Actions a cell may carry (see fasttcp.models for their meaning).
+ACTION_NONE = 0
+ACTION_REOPEN = 1
+ACTION_CLOSE_UNREPLIED = 2
+cdef enum:
+    A_NONE = 0
+    A_REOPEN = 1
+    A_CLOSE_UNREPLIED = 2
+
+VERDICT_NEW = 0
+VERDICT_VALID = 1
+VERDICT_INVALID = 2
+VERDICT_IGNORED = 3
+cdef enum:
+    V_NEW = 0
+    V_VALID = 1
+    V_INVALID = 2
+    V_IGNORED = 3
+
+STATUS_ALIVE = 1
+STATUS_REPLIED = 2
+cdef enum:
+    S_ALIVE = 1
+    S_REPLIED = 2        # the responder has sent a segment the model did not call invalid
+
+cdef enum:
+    SLOT_EMPTY = 0
+    SLOT_TOMB = 1
+    SLOT_ID_BIAS = 2     # a slot holds record index + 2 in its low bits
+
+    HASH_AHEAD = 16      # events between hashing (and prefetching the slot) and applying
+    RECORD_AHEAD = 8     # events between reading the slot (prefetching the record) and applying
+    RING = 32            # power of two > HASH_AHEAD
+
+    RC_DONE = 0
+    RC_NEED_SPACE = 1    # stopped before an event that needs a record or slot: grow, then resume
+
+# Engine limit: slots keep at least 2 bits of hash tag.
+MAX_CAPACITY = (1 << 30) - SLOT_ID_BIAS - 1
+# Live connections per index slot at most (kept below with tombstones counted in).
+MAX_LOAD = 0.8
+MAX_FILL = 0.9
+
+
+cdef inline uint64_t fastrange(uint64_t h, uint64_t n) noexcept nogil:
+    # Maps the low 32 hash bits onto [0, n) without a division (Lemire's multiply-shift).
+    return ((h & 0xffffffffu) * n) >> 32
+
+
+cdef inline uint64_t hash4(const table_t* t, uint32_t sa, uint16_t sp,
+                           uint32_t da, uint16_t dp) noexcept nogil:
+    # Symmetric: the two endpoints are hashed in canonical (smaller first) order.
+    cdef uint64_t e1 = ((<uint64_t>sa) << 16) | sp
+    cdef uint64_t e2 = ((<uint64_t>da) << 16) | dp
+    cdef uint64_t lo = e1 if e1 < e2 else e2
+    cdef uint64_t hi = e1 ^ e2 ^ lo
+    return ft_fold_mul(ft_fold_mul(lo ^ t.k0, hi ^ t.k1) ^ t.k2, t.k3)
+
+
+cdef inline bint endpoint6_less(addr6_t a, uint16_t ap, addr6_t b, uint16_t bp) noexcept nogil:
+    if a.hi != b.hi:
+        return a.hi < b.hi
+    if a.lo != b.lo:
+        return a.lo < b.lo
+    return ap < bp
+
+
+cdef inline uint64_t hash6(const table_t* t, addr6_t sa, uint16_t sp,
+                           addr6_t da, uint16_t dp) noexcept nogil:
+    cdef addr6_t lo_a, hi_a
+    cdef uint64_t ports
+    if endpoint6_less(sa, sp, da, dp):
+        lo_a, hi_a, ports = sa, da, ((<uint64_t>sp) << 16) | dp
+    else:
+        lo_a, hi_a, ports = da, sa, ((<uint64_t>dp) << 16) | sp
+    cdef uint64_t h1 = ft_fold_mul(lo_a.hi ^ t.k0, lo_a.lo ^ t.k1)
+    cdef uint64_t h2 = ft_fold_mul(hi_a.hi ^ t.k2, hi_a.lo ^ t.k3)
+    return ft_fold_mul(h1 ^ ports ^ t.k2, h2 ^ t.k1)
+
+
+cdef inline bint addr6_eq(addr6_t a, addr6_t b) noexcept nogil:
+    return a.hi == b.hi and a.lo == b.lo
+
+
+cdef inline uint64_t event_hash(const table_t* t, const conn_t* kind, const events_t* ev,
+                                intp_t i) noexcept nogil:
+    if conn_t is conn4_t:
+        return hash4(t, ev.src4[i], ev.sport[i], ev.dst4[i], ev.dport[i])
+    else:
+        return hash6(t, ev.src6[i], ev.sport[i], ev.dst6[i], ev.dport[i])
+
+
+cdef inline uint64_t record_hash(const table_t* t, const conn_t* c) noexcept nogil:
+    if conn_t is conn4_t:
+        return hash4(t, c.orig_h, c.orig_p, c.resp_h, c.resp_p)
+    else:
+        return hash6(t, c.orig_h, c.orig_p, c.resp_h, c.resp_p)
+
+
+cdef inline int match_direction(const conn_t* c, const events_t* ev, intp_t i) noexcept nogil:
+    """0 if event i goes orig -> resp of connection c, 1 if resp -> orig, -1 if not c's."""
+    cdef uint16_t sp = ev.sport[i]
+    cdef uint16_t dp = ev.dport[i]
+    if conn_t is conn4_t:
+        if c.orig_h == ev.src4[i] and c.orig_p == sp and c.resp_h == ev.dst4[i] and c.resp_p == dp:
+            return 0
+        if c.orig_h == ev.dst4[i] and c.orig_p == dp and c.resp_h == ev.src4[i] and c.resp_p == sp:
+            return 1
+    else:
+        if (addr6_eq(c.orig_h, ev.src6[i]) and c.orig_p == sp
+                and addr6_eq(c.resp_h, ev.dst6[i]) and c.resp_p == dp):
+            return 0
+        if (addr6_eq(c.orig_h, ev.dst6[i]) and c.orig_p == dp
+                and addr6_eq(c.resp_h, ev.src6[i]) and c.resp_p == sp):
+            return 1
+    return -1
+
+
+cdef inline void set_endpoints(conn_t* c, const events_t* ev, intp_t i) noexcept nogil:
+    """Makes the sender of event i the originator of c."""
+    c.orig_p = ev.sport[i]
+    c.resp_p = ev.dport[i]
+    if conn_t is conn4_t:
+        c.orig_h = ev.src4[i]
+        c.resp_h = ev.dst4[i]
+    else:
+        c.orig_h = ev.src6[i]
+        c.resp_h = ev.dst6[i]
+
+
+cdef inline intp_t find(const table_t* t, const conn_t* recs, const events_t* ev, intp_t i,
+                        uint64_t h, uint64_t* pos, int64_t* first_tomb, int* direction) noexcept nogil:
+    """Record index of event i's connection (and its slot in *pos), or -1.
+
+    When not found, *pos is the empty slot that ended the probe and *first_tomb the first
+    tombstone passed (-1 if none): the insertion point is the tombstone if there is one.
+    """
+    cdef uint64_t p = fastrange(h, t.nslots)
+    cdef uint32_t tag = <uint32_t>(h >> 32) & t.tag_mask
+    cdef uint32_t slot
+    cdef intp_t rid
+    cdef int d
+    first_tomb[0] = -1
+    while True:
+        slot = t.index[p]
+        if slot == SLOT_EMPTY:
+            break
+        if slot == SLOT_TOMB:
+            if first_tomb[0] < 0:
+                first_tomb[0] = <int64_t>p
+        elif (slot >> t.id_bits) == tag:
+            rid = <intp_t>(slot & t.id_mask) - SLOT_ID_BIAS
+            d = match_direction(&recs[rid], ev, i)
+            if d >= 0:
+                pos[0] = p
+                direction[0] = d
+                return rid
+        p += 1
+        if p == t.nslots:
+            p = 0
+    pos[0] = p
+    return -1
+
+
+cdef inline void prefetch_record(const table_t* t, const conn_t* recs, uint64_t h) noexcept nogil:
+    # Speculative: the first slot of the probe usually is the connection.
+    cdef uint32_t slot = t.index[fastrange(h, t.nslots)]
+    cdef const conn_t* c
+    if slot > SLOT_TOMB:
+        c = &recs[<intp_t>(slot & t.id_mask) - SLOT_ID_BIAS]
+        FT_PREFETCH(c)
+        # records are not line-aligned: fetch the line holding the last byte too
+        FT_PREFETCH((<const char*>c) + sizeof(conn_t) - 1)
+
+
+cdef inline void count_segment(conn_t* c, int d, const events_t* ev, intp_t i) noexcept nogil:
+    cdef int64_t ts = ev.ts[i]
+    if d == 0:
+        c.orig_pkts += 1
+        c.orig_bytes += ev.length[i]
+        c.orig_flags |= ev.flags[i]
+    else:
+        c.resp_pkts += 1
+        c.resp_bytes += ev.length[i]
+        c.resp_flags |= ev.flags[i]
+    if ts > c.last_ts:
+        c.last_ts = ts
+
+
+cdef inline void start_connection(conn_t* c, uint8_t state, const events_t* ev,
+                                  intp_t i) noexcept nogil:
+    set_endpoints(c, ev, i)
+    c.state = state
+    c.status = S_ALIVE
+    c.orig_flags = c.resp_flags = 0
+    c.orig_pkts = c.resp_pkts = 0
+    c.orig_bytes = c.resp_bytes = 0
+    c.first_ts = c.last_ts = ev.ts[i]
+    count_segment(c, 0, ev, i)
+
+
+cdef inline void remove_connection(table_t* t, conn_t* recs, intp_t rid, uint64_t pos) noexcept nogil:
+    cdef conn_t* c = &recs[rid]
+    t.hist[c.state] -= 1
+    t.count -= 1
+    t.index[pos] = SLOT_TOMB
+    t.tombstones += 1
+    c.status = 0
+    c.orig_pkts = <uint32_t>t.free_head if t.free_head >= 0 else 0xffffffffu
+    t.free_head = rid
+
+
+cdef inline intp_t allocate_record(table_t* t, conn_t* recs) noexcept nogil:
+    cdef intp_t rid
+    if t.free_head >= 0:
+        rid = <intp_t>t.free_head
+        t.free_head = -1 if recs[rid].orig_pkts == 0xffffffffu else <int64_t>recs[rid].orig_pkts
+        return rid
+    rid = t.used
+    t.used += 1
+    return rid
+
+
+cdef int apply_batch(table_t* t, conn_t* recs, const events_t* ev, intp_t start, intp_t n,
+                     int64_t* out_conn, uint8_t* out_state, uint8_t* out_verdict,
+                     counts_t* cnt, intp_t* stop) noexcept nogil:
+    """Applies events [start, n); returns RC_DONE, or RC_NEED_SPACE with *stop the event to resume at."""
+    cdef uint64_t ring[RING]
+    cdef intp_t i, j, rid
+    cdef uint64_t h, pos
+    cdef int64_t first_tomb
+    cdef int d
+    cdef uint8_t cls, old, nxt, act, verdict, state_out
+    cdef intp_t cell
+    cdef conn_t* c
+    cdef uint32_t tag
+
+    for j in range(start, min(start + HASH_AHEAD, n)):
+        ring[j & (RING - 1)] = event_hash(t, recs, ev, j)
+        FT_PREFETCH(&t.index[fastrange(ring[j & (RING - 1)], t.nslots)])
+    for j in range(start, min(start + RECORD_AHEAD, n)):
+        prefetch_record(t, recs, ring[j & (RING - 1)])
+
+    for i in range(start, n):
+        j = i + HASH_AHEAD
+        if j < n:
+            h = event_hash(t, recs, ev, j)
+            ring[j & (RING - 1)] = h
+            FT_PREFETCH(&t.index[fastrange(h, t.nslots)])
+        j = i + RECORD_AHEAD
+        if j < n:
+            prefetch_record(t, recs, ring[j & (RING - 1)])
+
+        h = ring[i & (RING - 1)]
+        cls = t.class_of[ev.flags[i]]
+        rid = find(t, recs, ev, i, h, &pos, &first_tomb, &d)
+        if rid >= 0:
+            c = &recs[rid]
+            old = c.state
+            cell = (old * 2 + d) * t.n_classes + cls
+            nxt = t.trans[cell]
+            act = t.actions[cell]
+            if nxt == C_INVALID:
+                count_segment(c, d, ev, i)
+                verdict = V_INVALID
+                cnt.invalid += 1
+            elif nxt == C_IGNORE:
+                count_segment(c, d, ev, i)
+                if d:
+                    c.status |= S_REPLIED
+                verdict = V_IGNORED
+                cnt.ignored += 1
+            elif act == A_REOPEN:
+                # the old connection ends here; this segment opens a new one under the same key
+                t.hist[old] -= 1
+                t.hist[nxt] += 1
+                cnt.closed += 1
+                start_connection(c, nxt, ev, i)
+                verdict = V_NEW
+                cnt.new += 1
+            else:
+                count_segment(c, d, ev, i)
+                t.hist[old] -= 1
+                t.hist[nxt] += 1
+                c.state = nxt
+                verdict = V_VALID
+                cnt.valid += 1
+                if act == A_CLOSE_UNREPLIED and not (c.status & S_REPLIED):
+                    remove_connection(t, recs, rid, pos)
+                    cnt.closed += 1
+                elif d:
+                    c.status |= S_REPLIED
+            state_out = c.state
+        else:
+            cell = cls  # state 0 (initial), direction 0: the sender becomes the originator
+            nxt = t.trans[cell]
+            act = t.actions[cell]
+            if nxt >= t.n_states:
+                verdict = V_INVALID if nxt == C_INVALID else V_IGNORED
+                if nxt == C_INVALID:
+                    cnt.invalid += 1
+                else:
+                    cnt.ignored += 1
+                cnt.untracked += 1
+                state_out = 0
+            else:
+                if t.count >= t.capacity or t.count + t.tombstones >= t.max_filled:
+                    stop[0] = i
+                    return RC_NEED_SPACE
+                if first_tomb >= 0:
+                    pos = <uint64_t>first_tomb
+                    t.tombstones -= 1
+                rid = allocate_record(t, recs)
+                tag = <uint32_t>(h >> 32) & t.tag_mask
+                t.index[pos] = (tag << t.id_bits) | <uint32_t>(rid + SLOT_ID_BIAS)
+                c = &recs[rid]
+                start_connection(c, nxt, ev, i)
+                t.hist[nxt] += 1
+                t.count += 1
+                verdict = V_NEW
+                cnt.new += 1
+                state_out = nxt
+                if act == A_CLOSE_UNREPLIED:
+                    remove_connection(t, recs, rid, pos)
+                    cnt.closed += 1
+        cnt.events += 1
+        if out_conn != NULL:
+            out_conn[i] = rid
+            out_state[i] = state_out
+            out_verdict[i] = verdict
+    stop[0] = n
+    return RC_DONE
+
+
+cdef void lookup_batch(const table_t* t, const conn_t* recs, const events_t* ev, intp_t n,
+                       int64_t* out_conn, uint8_t* out_state, uint8_t* out_direction) noexcept nogil:
+    cdef intp_t i, rid
+    cdef uint64_t pos
+    cdef int64_t first_tomb
+    cdef int d
+    for i in range(n):
+        rid = find(t, recs, ev, i, event_hash(t, recs, ev, i), &pos, &first_tomb, &d)
+        out_conn[i] = rid
+        out_state[i] = recs[rid].state if rid >= 0 else 0
+        out_direction[i] = <uint8_t>d if rid >= 0 else 0
+
+
+cdef void rebuild_index(table_t* t, const conn_t* recs) noexcept nogil:
+    """Re-inserts every live record into an empty index (after growth, or to drop tombstones)."""
+    cdef intp_t rid
+    cdef uint64_t h, p
+    memset(t.index, 0, t.nslots * sizeof(uint32_t))
+    t.tombstones = 0
+    for rid in range(t.used):
+        if recs[rid].status & S_ALIVE:
+            h = record_hash(t, &recs[rid])
+            p = fastrange(h, t.nslots)
+            while t.index[p] != SLOT_EMPTY:
+                p += 1
+                if p == t.nslots:
+                    p = 0
+            t.index[p] = (((<uint32_t>(h >> 32)) & t.tag_mask) << t.id_bits) | \
+                <uint32_t>(rid + SLOT_ID_BIAS)
+
+
+cdef void probe_lengths(const table_t* t, const conn_t* recs, int64_t* out) noexcept nogil:
+    """Slots examined to find each live record (1 = found in its home slot), by record index."""
+    cdef intp_t rid
+    cdef uint64_t h, p
+    cdef uint32_t want
+    cdef int64_t length
+    for rid in range(t.used):
+        out[rid] = 0
+        if not (recs[rid].status & S_ALIVE):
+            continue
+        h = record_hash(t, &recs[rid])
+        p = fastrange(h, t.nslots)
+        want = <uint32_t>(rid + SLOT_ID_BIAS)
+        length = 1
+        while (t.index[p] & t.id_mask) != want:
+            p += 1
+            length += 1
+            if p == t.nslots:
+                p = 0
+        out[rid] = length
+
+
+def _struct_dtype(names, offsets, formats, itemsize):
+    return np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": itemsize})
+
+
+cdef conn4_t _dummy4
+cdef conn6_t _dummy6
+cdef intp_t _base4 = <intp_t>&_dummy4
+cdef intp_t _base6 = <intp_t>&_dummy6
+
+_COMMON_FIELDS = ["orig_p", "resp_p", "state", "status", "orig_flags", "resp_flags",
+                  "orig_pkts", "resp_pkts", "orig_bytes", "resp_bytes", "first_ts", "last_ts"]
+_COMMON_FORMATS = ["<u2", "<u2", "u1", "u1", "u1", "u1", "<u4", "<u4", "<u8", "<u8", "<i8", "<i8"]
+
+CONN4_DTYPE = _struct_dtype(
+    ["orig_h", "resp_h"] + _COMMON_FIELDS,
+    [<intp_t>&_dummy4.orig_h - _base4, <intp_t>&_dummy4.resp_h - _base4,
+     <intp_t>&_dummy4.orig_p - _base4, <intp_t>&_dummy4.resp_p - _base4,
+     <intp_t>&_dummy4.state - _base4, <intp_t>&_dummy4.status - _base4,
+     <intp_t>&_dummy4.orig_flags - _base4, <intp_t>&_dummy4.resp_flags - _base4,
+     <intp_t>&_dummy4.orig_pkts - _base4, <intp_t>&_dummy4.resp_pkts - _base4,
+     <intp_t>&_dummy4.orig_bytes - _base4, <intp_t>&_dummy4.resp_bytes - _base4,
+     <intp_t>&_dummy4.first_ts - _base4, <intp_t>&_dummy4.last_ts - _base4],
+    ["<u4", "<u4"] + _COMMON_FORMATS,
+    sizeof(conn4_t),
+)
+CONN6_DTYPE = _struct_dtype(
+    ["orig_h", "resp_h"] + _COMMON_FIELDS,
+    [<intp_t>&_dummy6.orig_h - _base6, <intp_t>&_dummy6.resp_h - _base6,
+     <intp_t>&_dummy6.orig_p - _base6, <intp_t>&_dummy6.resp_p - _base6,
+     <intp_t>&_dummy6.state - _base6, <intp_t>&_dummy6.status - _base6,
+     <intp_t>&_dummy6.orig_flags - _base6, <intp_t>&_dummy6.resp_flags - _base6,
+     <intp_t>&_dummy6.orig_pkts - _base6, <intp_t>&_dummy6.resp_pkts - _base6,
+     <intp_t>&_dummy6.orig_bytes - _base6, <intp_t>&_dummy6.resp_bytes - _base6,
+     <intp_t>&_dummy6.first_ts - _base6, <intp_t>&_dummy6.last_ts - _base6],
+    [("u1", (16,)), ("u1", (16,))] + _COMMON_FORMATS,
+    sizeof(conn6_t),
+)
+
+_COUNT_NAMES = ("events", "new", "valid", "invalid", "ignored", "untracked", "closed")
+
+
+def index_slots_for(intp_t capacity):
+    """Index slots a table of `capacity` records uses (load at most MAX_LOAD when full)."""
+    return max(8, int(capacity / MAX_LOAD) + 1)
+
+
+cdef class FlowTable:
+    """The connections of one address family (4 or 6) under one compiled model.
+
+    Not thread-safe: the Python layer serialises calls.
+    """
+    cdef table_t t
+    cdef counts_t totals
+    cdef readonly int family
+    cdef object _records       # numpy structured array, CONN4_DTYPE or CONN6_DTYPE
+    cdef object _index         # numpy uint32
+    cdef object _hist          # numpy int64 [n_states]
+    cdef object _model_arrays  # keeps the compiled model's buffers alive
+
+    def __cinit__(self, int family, intp_t capacity, const uint8_t[::1] class_of,
+                  const uint8_t[::1] trans, const uint8_t[::1] actions, intp_t n_states,
+                  intp_t n_classes, keys):
+        if family not in (4, 6):
+            raise ValueError(f"address family must be 4 or 6, not {family!r}")
+        if not 1 <= capacity <= MAX_CAPACITY:
+            raise ValueError(f"capacity must be between 1 and {MAX_CAPACITY}, not {capacity}")
+        if class_of.shape[0] != 256:
+            raise ValueError("class_of must have 256 entries")
+        if trans.shape[0] != n_states * 2 * n_classes or actions.shape[0] != trans.shape[0]:
+            raise ValueError("transition and action tables must have n_states * 2 * n_classes cells")
+        memset(&self.t, 0, sizeof(table_t))
+        memset(&self.totals, 0, sizeof(counts_t))
+        self.family = family
+        self._model_arrays = (class_of, trans, actions)
+        self.t.class_of = &class_of[0]
+        self.t.trans = &trans[0]
+        self.t.actions = &actions[0]
+        self.t.n_states = n_states
+        self.t.n_classes = n_classes
+        k0, k1, k2, k3 = keys
+        self.t.k0, self.t.k1, self.t.k2, self.t.k3 = k0, k1, k2, k3 | 1
+        self._hist = np.zeros(n_states, dtype=np.int64)
+        cdef int64_t[::1] hist = self._hist
+        self.t.hist = &hist[0]
+        self.t.free_head = -1
+        self._allocate(capacity)
+
+    cdef _allocate(self, intp_t capacity):
+        """Sizes records and index for `capacity` (keeping live records) and rebuilds the index."""
+        dtype = CONN4_DTYPE if self.family == 4 else CONN6_DTYPE
+        records = np.zeros(capacity, dtype=dtype)
+        if self._records is not None:
+            records[: self.t.used] = self._records[: self.t.used]
+        nslots = index_slots_for(capacity)
+        index = np.zeros(nslots, dtype=np.uint32)
+        cdef uint32_t[::1] index_view = index
+        self._records = records
+        self._index = index
+        self.t.index = &index_view[0]
+        self.t.nslots = nslots
+        self.t.capacity = capacity
+        self.t.id_bits = (capacity + SLOT_ID_BIAS).bit_length()
+        self.t.id_mask = (1 << self.t.id_bits) - 1
+        self.t.tag_mask = (1 << (32 - self.t.id_bits)) - 1
+        self.t.max_filled = min(int(nslots * MAX_FILL), nslots - 1)
+        self._rebuild()
+
+    cdef void* _records_ptr(self):
+        return cnp.PyArray_DATA(self._records)
+
+    cdef _rebuild(self):
+        if self.family == 4:
+            rebuild_index(&self.t, <conn4_t*>self._records_ptr())
+        else:
+            rebuild_index(&self.t, <conn6_t*>self._records_ptr())
+
+    def resize(self, intp_t capacity):
+        """Reallocates for `capacity` records (>= the records in use) and rehashes.
+
+        Record indices stay valid; numpy views taken earlier keep showing the old storage.
+        """
+        if not self.t.used <= capacity <= MAX_CAPACITY:
+            raise ValueError(f"capacity must be between {self.t.used} and {MAX_CAPACITY}")
+        self._allocate(capacity)
+
+    def compact_index(self):
+        """Drops tombstones by rebuilding the index in place."""
+        self._rebuild()
+
+    cdef events_t _events(self, ts, src, sport, dst, dport, flags, length):
+        cdef events_t ev
+        cdef const int64_t[::1] ts_v = ts
+        cdef const uint16_t[::1] sport_v = sport
+        cdef const uint16_t[::1] dport_v = dport
+        cdef const uint8_t[::1] flags_v = flags
+        cdef const uint32_t[::1] length_v = length
+        cdef const uint32_t[::1] src4, dst4
+        cdef const uint64_t[:, ::1] src6, dst6
+        memset(&ev, 0, sizeof(events_t))
+        if ts_v.shape[0] == 0:
+            return ev
+        ev.ts = &ts_v[0]
+        ev.sport = &sport_v[0]
+        ev.dport = &dport_v[0]
+        ev.flags = &flags_v[0]
+        ev.length = &length_v[0]
+        if self.family == 4:
+            src4, dst4 = src, dst
+            ev.src4 = &src4[0]
+            ev.dst4 = &dst4[0]
+        else:
+            src6, dst6 = src, dst
+            ev.src6 = <const addr6_t*>&src6[0, 0]
+            ev.dst6 = <const addr6_t*>&dst6[0, 0]
+        return ev
+
+    def update(self, ts, src, sport, dst, dport, flags, length, intp_t start,
+               int64_t[::1] out_conn=None, uint8_t[::1] out_state=None,
+               uint8_t[::1] out_verdict=None):
+        """Applies events [start, n) of validated, contiguous columns.
+
+        Returns (stop, counts): stop < n means the table needs room (resize) before event `stop`;
+        counts holds what the applied events did. Arrays must stay alive during the call, which
+        the caller's references guarantee.
+        """
+        cdef intp_t n = len(ts)
+        cdef events_t ev = self._events(ts, src, sport, dst, dport, flags, length)
+        cdef counts_t cnt
+        cdef intp_t stop = start
+        cdef int64_t* conn_p = NULL
+        cdef uint8_t* state_p = NULL
+        cdef uint8_t* verdict_p = NULL
+        cdef void* recs = self._records_ptr()
+        memset(&cnt, 0, sizeof(counts_t))
+        if out_conn is not None and n > 0:
+            conn_p, state_p, verdict_p = &out_conn[0], &out_state[0], &out_verdict[0]
+        if start < n:
+            with nogil:
+                if self.family == 4:
+                    apply_batch(&self.t, <conn4_t*>recs, &ev, start, n, conn_p, state_p,
+                                verdict_p, &cnt, &stop)
+                else:
+                    apply_batch(&self.t, <conn6_t*>recs, &ev, start, n, conn_p, state_p,
+                                verdict_p, &cnt, &stop)
+        self._add_totals(&cnt)
+        return stop, self._counts_dict(&cnt)
+
+    cdef void _add_totals(self, const counts_t* cnt):
+        self.totals.events += cnt.events
+        self.totals.new += cnt.new
+        self.totals.valid += cnt.valid
+        self.totals.invalid += cnt.invalid
+        self.totals.ignored += cnt.ignored
+        self.totals.untracked += cnt.untracked
+        self.totals.closed += cnt.closed
+
+    cdef dict _counts_dict(self, const counts_t* cnt):
+        return dict(zip(_COUNT_NAMES, (cnt.events, cnt.new, cnt.valid, cnt.invalid, cnt.ignored,
+                                       cnt.untracked, cnt.closed)))
+
+    def lookup(self, src, sport, dst, dport):
+        """(conn, state, direction) arrays for validated, contiguous key columns; conn -1 if absent."""
+        cdef intp_t n = len(sport)
+        out_conn = np.empty(n, dtype=np.int64)
+        out_state = np.empty(n, dtype=np.uint8)
+        out_dir = np.empty(n, dtype=np.uint8)
+        if n == 0:
+            return out_conn, out_state, out_dir
+        zeros64 = np.zeros(n, dtype=np.int64)
+        zeros8 = np.zeros(n, dtype=np.uint8)
+        zeros32 = np.zeros(n, dtype=np.uint32)
+        cdef events_t ev = self._events(zeros64, src, sport, dst, dport, zeros8, zeros32)
+        cdef int64_t[::1] c_v = out_conn
+        cdef uint8_t[::1] s_v = out_state
+        cdef uint8_t[::1] d_v = out_dir
+        cdef void* recs = self._records_ptr()
+        with nogil:
+            if self.family == 4:
+                lookup_batch(&self.t, <conn4_t*>recs, &ev, n, &c_v[0], &s_v[0], &d_v[0])
+            else:
+                lookup_batch(&self.t, <conn6_t*>recs, &ev, n, &c_v[0], &s_v[0], &d_v[0])
+        return out_conn, out_state, out_dir
+
+    def probe_lengths(self):
+        """int64 array over records in use: slots examined to find each live one (0 = free record)."""
+        out = np.zeros(self.t.used, dtype=np.int64)
+        if self.t.used == 0:
+            return out
+        cdef int64_t[::1] o = out
+        if self.family == 4:
+            probe_lengths(&self.t, <conn4_t*>self._records_ptr(), &o[0])
+        else:
+            probe_lengths(&self.t, <conn6_t*>self._records_ptr(), &o[0])
+        return out
+
+    @property
+    def records(self):
+        """Read-only view of the records in use (free ones have status 0). No copy."""
+        view = self._records[: self.t.used]
+        view.flags.writeable = False
+        return view
+
+    @property
+    def histogram(self):
+        """Read-only int64 view: live connections per state code."""
+        view = self._hist[:]
+        view.flags.writeable = False
+        return view
+
+    @property
+    def totals(self):
+        return self._counts_dict(&self.totals)
+
+    def __len__(self):
+        return self.t.count
+
+    @property
+    def capacity(self):
+        return self.t.capacity
+
+    @property
+    def tombstones(self):
+        return self.t.tombstones
+
+    @property
+    def needs_compaction(self):
+        """True when tombstones, not live records, are what fills the index."""
+        return self.t.count + self.t.tombstones >= self.t.max_filled and \
+            self.t.count < self.t.capacity
+
+    @property
+    def nbytes_records(self):
+        return self._records.nbytes
+
+    @property
+    def nbytes_index(self):
+        return self._index.nbytes

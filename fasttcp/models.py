@@ -1,0 +1,361 @@
+"""State models: flag classification and transition tables compiled from readable rules.
+
+A model is a dense ``uint8`` table ``table[state, direction, flag_class]`` giving the next state,
+or ``INVALID`` (state unchanged, segment reported invalid) or ``IGNORE`` (state unchanged,
+segment reported ignored), plus a same-shaped ``actions`` table and per-state timeouts. State 0
+is the state of a connection before its first segment; a segment that matches no connection is
+looked up in row ``(0, orig)`` and creates a connection only if that cell names a state.
+
+Tables are written as text, one row per (direction, flag class), one column per state, in the
+style of Linux ``nf_conntrack_proto_tcp.c``: short aliases keep the columns aligned and comment
+lines under a row give the reasons. A cell may carry a marker:
+
+``*`` (reopen)
+    the connection ends here and this segment opens a new one under the same key, its sender
+    becoming the originator (netfilter kills the old entry and re-evaluates the packet).
+``~`` (close unless replied)
+    after the transition the connection is removed if the responder has not yet sent a segment
+    the model accepted (netfilter drops an entry whose only reply is a RST).
+
+Example
+-------
+>>> from fasttcp.models import get_model
+>>> m = get_model("conntrack")
+>>> m.next_state("SYN_SENT", "resp", "SYNACK")
+('SYN_RECV', '')
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+
+from fasttcp._engine import (
+    ACTION_CLOSE_UNREPLIED,
+    ACTION_NONE,
+    ACTION_REOPEN,
+    IGNORE,
+    INVALID,
+)
+
+__all__ = [
+    "FIN", "SYN", "RST", "PSH", "ACK", "URG", "ECE", "CWR",
+    "FLAG_CLASSES", "DIRECTIONS", "Model", "classify_flags", "compile_model", "conntrack",
+    "get_model", "MODELS",
+]
+
+# TCP header flag bits.
+FIN, SYN, RST, PSH, ACK, URG, ECE, CWR = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x40, 0x80
+
+# The first five are the combinations a TCP stack sends; the rest are what scanners and broken
+# stacks send. Order matters only for the codes.
+FLAG_CLASSES = ("SYN", "SYNACK", "FIN", "ACK", "RST",
+                "SYNFIN", "SYNRST", "FIN_NOACK", "NULL", "XMAS", "OTHER")
+DIRECTIONS = ("orig", "resp")
+
+# Combinations of FIN SYN RST ACK URG that Linux accepts (tcp_valid_flags in
+# nf_conntrack_proto_tcp.c); it ignores PSH, ECE and CWR when checking.
+_LEGAL = frozenset({SYN, SYN | URG, SYN | ACK, RST, RST | ACK, FIN | ACK, FIN | ACK | URG,
+                    ACK, ACK | URG})
+
+
+def classify_flags(flags: int) -> str:
+    """Flag class of one TCP flags byte.
+
+    Legal combinations go by Linux's precedence (RST, then SYN, then FIN, then ACK); illegal
+    ones are named for the scan or error they usually are.
+
+    >>> classify_flags(SYN | ACK), classify_flags(FIN | PSH | URG), classify_flags(0)
+    ('SYNACK', 'XMAS', 'NULL')
+    """
+    if not 0 <= flags <= 255:
+        raise ValueError(f"a TCP flags byte is in 0..255, not {flags}")
+    core = flags & ~(PSH | ECE | CWR)
+    if core in _LEGAL:
+        if core & RST:
+            return "RST"
+        if core & SYN:
+            return "SYNACK" if core & ACK else "SYN"
+        return "FIN" if core & FIN else "ACK"
+    if flags & (FIN | SYN | RST | PSH | ACK | URG) == 0:
+        return "NULL"
+    if flags & (FIN | PSH | URG) == FIN | PSH | URG and not flags & (SYN | RST | ACK):
+        return "XMAS"
+    if flags & (SYN | RST) == SYN | RST:
+        return "SYNRST"
+    if flags & (SYN | FIN) == SYN | FIN:
+        return "SYNFIN"
+    if flags & FIN and not flags & (SYN | RST | ACK):
+        return "FIN_NOACK"
+    return "OTHER"
+
+
+_MARKERS = {"": ACTION_NONE, "*": ACTION_REOPEN, "~": ACTION_CLOSE_UNREPLIED}
+_ACTION_NAMES = {ACTION_NONE: "", ACTION_REOPEN: "reopen", ACTION_CLOSE_UNREPLIED: "close_unreplied"}
+
+
+@dataclass(frozen=True, eq=False)
+class Model:
+    """A compiled state model (see the module docstring).
+
+    Attributes
+    ----------
+    name : str
+    states : tuple of str
+        State names by code; code 0 is the state before the first segment.
+    flag_classes : tuple of str
+    class_of : ndarray, shape (256,), uint8
+        Flag class code of every flags byte.
+    table : ndarray, shape (n_states, 2, n_classes), uint8
+        Next state code, INVALID or IGNORE.
+    actions : ndarray, shape (n_states, 2, n_classes), uint8
+        ACTION_* code of each cell.
+    timeouts : mapping of state name to seconds
+        Idle time after which a connection in that state is expired.
+    """
+
+    name: str
+    states: tuple
+    flag_classes: tuple
+    class_of: np.ndarray
+    table: np.ndarray
+    actions: np.ndarray
+    timeouts: Mapping[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n_states, n_classes = len(self.states), len(self.flag_classes)
+        if not 1 <= n_states < IGNORE:
+            raise ValueError(f"a model has 1 to {IGNORE - 1} states, not {n_states}")
+        if len(set(self.states)) != n_states or len(set(self.flag_classes)) != n_classes:
+            raise ValueError("state and flag class names must be unique")
+        checks = [("class_of", self.class_of, (256,), n_classes),
+                  ("table", self.table, (n_states, 2, n_classes), None),
+                  ("actions", self.actions, (n_states, 2, n_classes), len(_ACTION_NAMES))]
+        for what, arr, shape, bound in checks:
+            if arr.dtype != np.uint8 or arr.shape != shape:
+                raise ValueError(f"{what} must be uint8 of shape {shape}, "
+                                 f"not {arr.dtype} {arr.shape}")
+            if bound is not None and arr.size and arr.max() >= bound:
+                raise ValueError(f"{what} holds a code >= {bound}")
+        bad = (self.table >= n_states) & (self.table != INVALID) & (self.table != IGNORE)
+        if bad.any():
+            raise ValueError(f"table cells {np.argwhere(bad).tolist()} name no state")
+        unknown = set(self.timeouts) - set(self.states)
+        if unknown:
+            raise ValueError(f"timeouts for unknown states {sorted(unknown)}")
+        for arr in (self.class_of, self.table, self.actions):
+            arr.flags.writeable = False
+        object.__setattr__(self, "timeouts", MappingProxyType(dict(self.timeouts)))
+
+    def state_code(self, name: str) -> int:
+        """Code of state `name`."""
+        try:
+            return self.states.index(name)
+        except ValueError:
+            raise KeyError(f"model {self.name!r} has no state {name!r}") from None
+
+    def next_state(self, state: str, direction: str, flag_class: str) -> tuple[str, str]:
+        """(result, action) of one cell by names; result is a state, 'invalid' or 'ignore'.
+
+        >>> get_model("conntrack").next_state("ESTABLISHED", "orig", "RST")
+        ('CLOSE', 'close_unreplied')
+        """
+        cell = (self.state_code(state), DIRECTIONS.index(direction),
+                self.flag_classes.index(flag_class))
+        result = int(self.table[cell])
+        name = {INVALID: "invalid", IGNORE: "ignore"}.get(result)
+        return (name or self.states[result], _ACTION_NAMES[int(self.actions[cell])])
+
+
+def compile_model(
+    name: str,
+    states: Sequence[str],
+    aliases: Mapping[str, str],
+    rows: str,
+    *,
+    flag_classes: Sequence[str] = FLAG_CLASSES,
+    classify: Callable[[int], str] = classify_flags,
+    timeouts: Mapping[str, float] | None = None,
+) -> Model:
+    """Compiles a text transition table into a `Model`.
+
+    Parameters
+    ----------
+    name : str
+    states : sequence of str
+        State names; the first is the state before the first segment.
+    aliases : mapping of str to str
+        Short cell names to state names, or to ``"invalid"`` / ``"ignore"``.
+    rows : str
+        Lines ``DIRECTION CLASSES CELL...``: DIRECTION is ``orig``, ``resp`` or ``*`` (both);
+        CLASSES one flag class or several joined by ``|``; then one cell per state in order, or a
+        single cell for all states. Cells are aliases, optionally followed by ``*`` or ``~``.
+        ``#`` starts a comment. Every (direction, class) pair must be given exactly once.
+    flag_classes : sequence of str
+    classify : callable
+        Maps a flags byte (0..255) to one of `flag_classes`.
+    timeouts : mapping of state name to seconds, optional
+
+    Raises
+    ------
+    ValueError
+        On an unknown alias, state or class, a row of the wrong width, a pair given twice, or
+        an incomplete table (the message lists the missing pairs).
+
+    Examples
+    --------
+    >>> m = compile_model("tiny", ["NEW", "OPEN"], {"o": "OPEN", "iv": "invalid"},
+    ...                   '''* ACK|SYN|SYNACK|FIN o o
+    ...                      * RST|SYNFIN|SYNRST|FIN_NOACK|NULL|XMAS|OTHER iv''')
+    >>> m.next_state("NEW", "orig", "SYN")
+    ('OPEN', '')
+    """
+    states, flag_classes = tuple(states), tuple(flag_classes)
+    codes = {"invalid": INVALID, "ignore": IGNORE}
+    codes.update((s, i) for i, s in enumerate(states))
+    alias_codes = {}
+    for alias, target in aliases.items():
+        if target not in codes:
+            raise ValueError(f"alias {alias!r} names unknown state {target!r}")
+        alias_codes[alias] = codes[target]
+
+    table = np.zeros((len(states), 2, len(flag_classes)), dtype=np.uint8)
+    actions = np.zeros_like(table)
+    given: dict[tuple[int, int], int] = {}
+    for lineno, raw in enumerate(rows.splitlines(), 1):
+        line = raw.split("#", 1)[0].split()
+        if not line:
+            continue
+        if len(line) < 3:
+            raise ValueError(f"row {lineno}: expected DIRECTION CLASSES CELLS, got {raw.strip()!r}")
+        direction, classes, cells = line[0], line[1].split("|"), line[2:]
+        if direction not in ("orig", "resp", "*"):
+            raise ValueError(f"row {lineno}: direction must be orig, resp or *, not {direction!r}")
+        if len(cells) == 1:
+            cells = cells * len(states)
+        if len(cells) != len(states):
+            raise ValueError(f"row {lineno}: {len(cells)} cells for {len(states)} states")
+        parsed = []
+        for cell in cells:
+            m = re.fullmatch(r"(\w+)([*~]?)", cell)
+            if not m or m.group(1) not in alias_codes:
+                raise ValueError(f"row {lineno}: unknown cell {cell!r}")
+            parsed.append((alias_codes[m.group(1)], _MARKERS[m.group(2)]))
+        dirs = (0, 1) if direction == "*" else (DIRECTIONS.index(direction),)
+        for cls_name in classes:
+            if cls_name not in flag_classes:
+                raise ValueError(f"row {lineno}: unknown flag class {cls_name!r}")
+            cls = flag_classes.index(cls_name)
+            for d in dirs:
+                if (d, cls) in given:
+                    raise ValueError(f"row {lineno}: ({DIRECTIONS[d]}, {cls_name}) already "
+                                     f"given on row {given[d, cls]}")
+                given[d, cls] = lineno
+                table[:, d, cls] = [code for code, _ in parsed]
+                actions[:, d, cls] = [act for _, act in parsed]
+    missing = [f"({DIRECTIONS[d]}, {c})" for d in (0, 1) for i, c in enumerate(flag_classes)
+               if (d, i) not in given]
+    if missing:
+        raise ValueError(f"model {name!r} is incomplete: no row for {', '.join(missing)}")
+
+    class_of = np.empty(256, dtype=np.uint8)
+    for flags in range(256):
+        cls_name = classify(flags)
+        if cls_name not in flag_classes:
+            raise ValueError(f"classify({flags:#04x}) gave unknown class {cls_name!r}")
+        class_of[flags] = flag_classes.index(cls_name)
+    return Model(name, states, flag_classes, class_of, table, actions, dict(timeouts or {}))
+
+
+CONNTRACK_STATES = ("NONE", "SYN_SENT", "SYN_RECV", "ESTABLISHED", "FIN_WAIT", "CLOSE_WAIT",
+                    "LAST_ACK", "TIME_WAIT", "CLOSE", "SYN_SENT2", "SYN_RECV2")
+
+# Linux defaults, tcp_timeouts[] in net/netfilter/nf_conntrack_proto_tcp.c (seconds).
+# SYN_RECV2 is SYN_RECV reached by simultaneous open and keeps its timeout.
+CONNTRACK_TIMEOUTS = {
+    "SYN_SENT": 120, "SYN_RECV": 60, "ESTABLISHED": 5 * 24 * 3600, "FIN_WAIT": 120,
+    "CLOSE_WAIT": 60, "LAST_ACK": 30, "TIME_WAIT": 120, "CLOSE": 10, "SYN_SENT2": 120,
+    "SYN_RECV2": 60,
+}
+
+CONNTRACK_ALIASES = {
+    "sNO": "NONE", "sSS": "SYN_SENT", "sSR": "SYN_RECV", "sES": "ESTABLISHED",
+    "sFW": "FIN_WAIT", "sCW": "CLOSE_WAIT", "sLA": "LAST_ACK", "sTW": "TIME_WAIT",
+    "sCL": "CLOSE", "sS2": "SYN_SENT2", "sR2": "SYN_RECV2", "sIV": "invalid", "sIG": "ignore",
+}
+
+# Linux's TCP conntrack table, flags only. Cells follow the kernel's table; where the kernel
+# changes a result in code after the lookup, the change is written into the table instead:
+#  - SYN_RECV2 is the kernel's SYN_RECV with its IP_CT_TCP_SIMULTANEOUS_OPEN flag set (entered
+#    from SYN_SENT2); there a reply ACK completes the handshake.
+#  - `*` on SYN in TIME_WAIT/CLOSE: the kernel kills the entry and re-evaluates the SYN as new.
+#    In CLOSE it does so only if a FIN was seen or the RST came from the SYN's sender; otherwise
+#    it ignores the SYN and resynchronises on a SYN-ACK that acknowledges it, which needs
+#    sequence numbers. Flags-only, fasttcp takes the reopen both ways.
+#  - `~` on RST: an entry whose responder has not answered is deleted at once.
+# Left out, because they need sequence numbers: window checks, the RFC 5961 challenge-ACK case in
+# LAST_ACK, and resynchronising on an ignored SYN.
+CONNTRACK_RULES = """
+# dir  class        sNO  sSS  sSR  sES  sFW  sCW  sLA  sTW  sCL  sS2  sR2
+orig   SYN          sSS  sSS  sIG  sIG  sIG  sIG  sIG  sSS* sSS* sS2  sIG
+#   sNO: a new connection; sSS: retransmitted SYN; sSR..sLA: a SYN inside a connection is
+#   either an error the receiver answers with RST or a sign we are out of sync: let it pass
+#   unjudged; sTW, sCL: reopened (RFC 1122); sS2: late retransmitted SYN.
+orig   SYNACK       sIV  sIV  sSR  sIV  sIV  sIV  sIV  sIV  sIV  sR2  sR2
+#   Only an originator in simultaneous open sends a SYN-ACK (sS2 -> sR2, retransmitted in
+#   sSR/sR2); anywhere else it is invalid.
+orig   FIN          sIV  sIV  sFW  sFW  sLA  sLA  sLA  sTW  sCL  sIV  sFW
+#   No FIN before the handshake answer; a FIN starts the close (sFW), a FIN from the other
+#   side after it waits for the last ACK (sLA); retransmitted FINs keep the state.
+orig   ACK          sPU  sIV  sES  sES  sCW  sCW  sTW  sTW  sCL  sIV  sES
+#   sNO: mid-stream pickup (sPU: ESTABLISHED when loose, else invalid); sSS/sS2: an ACK
+#   before any SYN-ACK is invalid; sSR: handshake complete; sFW: the FIN is acknowledged; sLA: the last ACK.
+orig   RST          sIV  sCL~ sCL~ sCL~ sCL~ sCL~ sCL~ sCL~ sCL~ sCL~ sCL~
+#   A RST closes any connection; with no reply seen yet the entry is dropped at once.
+resp   SYN          sIV  sS2  sIV  sIV  sIV  sIV  sIV  sSS* sIV  sS2  sIV
+#   sSS: simultaneous open; sTW: reopened by the other side, who becomes the originator;
+#   anywhere else the responder has no reason to send a SYN.
+resp   SYNACK       sIV  sSR  sIG  sIG  sIG  sIG  sIG  sIG  sIG  sR2  sIG
+#   sSS: the standard answer; sS2: simultaneous open; later: retransmitted or answering a
+#   SYN we let pass, so ignored.
+resp   FIN          sIV  sIV  sFW  sFW  sLA  sLA  sLA  sTW  sCL  sIV  sFW
+resp   ACK          sIV  sIG  sSR  sES  sCW  sCW  sTW  sTW  sCL  sIG  sES
+#   sSS: may be a half-open connection, ignored; sSR: may answer a late SYN; sR2: completes a
+#   simultaneous open.
+resp   RST          sIV  sCL~ sCL~ sCL~ sCL~ sCL~ sCL~ sCL~ sCL~ sCL~ sCL~
+# Combinations no stack sends: Linux rejects them before the state machine (tcp_error).
+*      SYNFIN|SYNRST|FIN_NOACK|NULL|XMAS|OTHER  sIV
+"""
+
+
+def conntrack(loose: bool = True) -> Model:
+    """Linux netfilter's TCP tracker, flags only.
+
+    Parameters
+    ----------
+    loose : bool
+        Pick up connections mid-stream from an ACK (the kernel's ``nf_conntrack_tcp_loose``,
+        on by default). When False, only a SYN creates a connection.
+
+    >>> conntrack(loose=False).next_state("NONE", "orig", "ACK")
+    ('invalid', '')
+    """
+    aliases = dict(CONNTRACK_ALIASES, sPU="ESTABLISHED" if loose else "invalid")
+    return compile_model("conntrack" if loose else "conntrack-strict", CONNTRACK_STATES,
+                         aliases, CONNTRACK_RULES, timeouts=CONNTRACK_TIMEOUTS)
+
+
+MODELS: Mapping[str, Model] = MappingProxyType({"conntrack": conntrack()})
+
+
+def get_model(model: str | Model) -> Model:
+    """The built-in model named `model`, or `model` itself if it is a Model."""
+    if isinstance(model, Model):
+        return model
+    try:
+        return MODELS[model]
+    except KeyError:
+        raise ValueError(f"unknown model {model!r}; built-in models: {sorted(MODELS)}") from None

@@ -1,0 +1,153 @@
+"""A plain-Python tracker with the engine's semantics: one dict, one loop, no tricks.
+
+It is the oracle the property tests hold the compiled engine to, and the baseline the benchmarks
+measure against (what a Python user would write by hand). It shares only the compiled `Model`
+tables with the engine, read here as nested lists.
+
+>>> import numpy as np
+>>> ref = ReferenceTracker("conntrack")
+>>> ref.update([0, 1], [1, 2], [1000, 80], [2, 1], [80, 1000], [0x02, 0x12])
+[(2, 'new'), (2, 'valid')]
+>>> ref.histogram()["SYN_RECV"]
+1
+"""
+from __future__ import annotations
+
+from typing import Any, Hashable, Optional, Sequence
+
+import numpy as np
+
+from fasttcp._engine import ACTION_CLOSE_UNREPLIED, ACTION_REOPEN, IGNORE, INVALID
+from fasttcp.models import Model, get_model
+
+
+class Conn:
+    """One connection's record, field for field as in the engine's CONN4/CONN6 dtypes."""
+
+    __slots__ = ("orig_h", "orig_p", "resp_h", "resp_p", "state", "replied", "orig_flags",
+                 "resp_flags", "orig_pkts", "resp_pkts", "orig_bytes", "resp_bytes",
+                 "first_ts", "last_ts")
+
+    def __init__(self, orig_h: Hashable, orig_p: int, resp_h: Hashable, resp_p: int,
+                 state: int, ts: int) -> None:
+        self.orig_h, self.orig_p, self.resp_h, self.resp_p = orig_h, orig_p, resp_h, resp_p
+        self.state = state
+        self.replied = False
+        self.orig_flags = self.resp_flags = 0
+        self.orig_pkts = self.resp_pkts = 0
+        self.orig_bytes = self.resp_bytes = 0
+        self.first_ts = self.last_ts = ts
+
+    def count(self, direction: int, flags: int, length: int, ts: int) -> None:
+        if direction == 0:
+            self.orig_pkts += 1
+            self.orig_bytes += length
+            self.orig_flags |= flags
+        else:
+            self.resp_pkts += 1
+            self.resp_bytes += length
+            self.resp_flags |= flags
+        self.last_ts = max(self.last_ts, ts)
+
+
+class ReferenceTracker:
+    """Dict-based tracker: ``conns[(endpoint, endpoint)] -> Conn`` with endpoints sorted."""
+
+    def __init__(self, model: str | Model = "conntrack") -> None:
+        self.model = get_model(model)
+        self._class_of = self.model.class_of.tolist()
+        self._table = self.model.table.tolist()
+        self._actions = self.model.actions.tolist()
+        self.conns: dict[tuple, Conn] = {}
+        self.hist = [0] * len(self.model.states)
+        self.stats = dict.fromkeys(("events", "new", "valid", "invalid", "ignored",
+                                    "untracked", "closed"), 0)
+
+    @staticmethod
+    def key(src: Hashable, sport: int, dst: Hashable, dport: int) -> tuple:
+        a, b = (src, sport), (dst, dport)
+        return a + b if a <= b else b + a
+
+    def process(self, ts: int, src: Hashable, sport: int, dst: Hashable, dport: int,
+                flags: int, length: int = 0) -> tuple[int, str]:
+        """Applies one segment; returns (state code after it, verdict name)."""
+        stats = self.stats
+        stats["events"] += 1
+        cls = self._class_of[flags]
+        key = self.key(src, sport, dst, dport)
+        conn = self.conns.get(key)
+        if conn is None:
+            nxt = self._table[0][0][cls]
+            if nxt == INVALID or nxt == IGNORE:
+                verdict = "invalid" if nxt == INVALID else "ignored"
+                stats[verdict] += 1
+                stats["untracked"] += 1
+                return 0, verdict
+            conn = self.conns[key] = Conn(src, sport, dst, dport, nxt, ts)
+            conn.count(0, flags, length, ts)
+            self.hist[nxt] += 1
+            stats["new"] += 1
+            if self._actions[0][0][cls] == ACTION_CLOSE_UNREPLIED:
+                self._remove(key)
+            return nxt, "new"
+
+        direction = 0 if (conn.orig_h, conn.orig_p, conn.resp_h, conn.resp_p) == \
+            (src, sport, dst, dport) else 1
+        nxt = self._table[conn.state][direction][cls]
+        action = self._actions[conn.state][direction][cls]
+        if nxt == INVALID:
+            conn.count(direction, flags, length, ts)
+            stats["invalid"] += 1
+            return conn.state, "invalid"
+        if nxt == IGNORE:
+            conn.count(direction, flags, length, ts)
+            conn.replied = conn.replied or direction == 1
+            stats["ignored"] += 1
+            return conn.state, "ignored"
+        self.hist[conn.state] -= 1
+        self.hist[nxt] += 1
+        if action == ACTION_REOPEN:
+            stats["closed"] += 1
+            stats["new"] += 1
+            conn = self.conns[key] = Conn(src, sport, dst, dport, nxt, ts)
+            conn.count(0, flags, length, ts)
+            return nxt, "new"
+        conn.count(direction, flags, length, ts)
+        conn.state = nxt
+        stats["valid"] += 1
+        if action == ACTION_CLOSE_UNREPLIED and not conn.replied:
+            self._remove(key)
+        elif direction == 1:
+            conn.replied = True
+        return nxt, "valid"
+
+    def _remove(self, key: tuple) -> None:
+        conn = self.conns.pop(key)
+        self.hist[conn.state] -= 1
+        self.stats["closed"] += 1
+
+    def update(self, ts: Sequence[int], src: Any, sport: Sequence[int], dst: Any,
+               dport: Sequence[int], flags: Sequence[int],
+               length: Optional[Sequence[int]] = None) -> list[tuple[int, str]]:
+        """Applies a batch given as sequences or numpy arrays (IPv6 rows of 16 bytes)."""
+        src, dst = _hashable_addresses(src), _hashable_addresses(dst)
+        ts, sport, dport, flags = (np.asarray(a).tolist() for a in (ts, sport, dport, flags))
+        length = [0] * len(ts) if length is None else np.asarray(length).tolist()
+        process = self.process
+        return [process(*event) for event in zip(ts, src, sport, dst, dport, flags, length)]
+
+    def lookup(self, src: Hashable, sport: int, dst: Hashable, dport: int) -> Optional[Conn]:
+        return self.conns.get(self.key(src, sport, dst, dport))
+
+    def histogram(self) -> dict[str, int]:
+        return dict(zip(self.model.states, self.hist))
+
+    def __len__(self) -> int:
+        return len(self.conns)
+
+
+def _hashable_addresses(values: Any) -> list:
+    arr = np.asarray(values)
+    if arr.ndim == 2:
+        return [row.tobytes() for row in arr]
+    return arr.tolist()

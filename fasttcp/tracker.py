@@ -1,0 +1,434 @@
+"""The public tracker: validates batches, then hands them to the compiled engine."""
+from __future__ import annotations
+
+import ipaddress
+import secrets
+import threading
+from dataclasses import dataclass
+from typing import Any, Iterable, NamedTuple, Optional, Union
+
+import numpy as np
+
+from fasttcp import _engine
+from fasttcp.models import Model, get_model
+
+__all__ = ["Tracker", "ConnInfo", "UpdateResult", "LookupResult", "TableFullError",
+           "EVENT_DTYPE", "EVENT6_DTYPE", "CONN4_DTYPE", "CONN6_DTYPE",
+           "VERDICTS", "NEW", "VALID", "INVALID", "IGNORED", "addresses"]
+
+#: One IPv4 segment event. ``ts`` is nanoseconds (any epoch, never negative); addresses are
+#: host-order integers (``int(ipaddress.IPv4Address(...))``); ``length`` is the TCP payload.
+EVENT_DTYPE = np.dtype([("ts", "<i8"), ("src", "<u4"), ("dst", "<u4"), ("sport", "<u2"),
+                        ("dport", "<u2"), ("flags", "u1"), ("length", "<u4")])
+#: One IPv6 segment event: as EVENT_DTYPE with 16-byte addresses in network order.
+EVENT6_DTYPE = np.dtype([("ts", "<i8"), ("src", "u1", (16,)), ("dst", "u1", (16,)),
+                         ("sport", "<u2"), ("dport", "<u2"), ("flags", "u1"), ("length", "<u4")])
+CONN4_DTYPE = _engine.CONN4_DTYPE
+CONN6_DTYPE = _engine.CONN6_DTYPE
+
+NEW, VALID, INVALID, IGNORED = (_engine.VERDICT_NEW, _engine.VERDICT_VALID,
+                                _engine.VERDICT_INVALID, _engine.VERDICT_IGNORED)
+#: Verdict names by code, as returned per event by ``Tracker.update(..., return_events=True)``.
+VERDICTS = ("new", "valid", "invalid", "ignored")
+
+AddressLike = Union[str, int, bytes, ipaddress.IPv4Address, ipaddress.IPv6Address]
+
+
+class TableFullError(RuntimeError):
+    """The table is at its bound and may not grow.
+
+    Events before ``applied`` were applied; the tracker is consistent and usable.
+    """
+
+    def __init__(self, message: str, applied: int):
+        super().__init__(message)
+        self.applied = applied
+
+
+class UpdateResult(NamedTuple):
+    """What one batch did. The arrays are None unless ``return_events=True``."""
+
+    new: int
+    valid: int
+    invalid: int
+    ignored: int
+    conn: Optional[np.ndarray]      #: int64 record index per event, -1 if no connection
+    state: Optional[np.ndarray]     #: uint8 state code after each event
+    verdict: Optional[np.ndarray]   #: uint8 verdict code per event (see VERDICTS)
+
+
+class LookupResult(NamedTuple):
+    """Vectorised lookup answers, one per queried key."""
+
+    conn: np.ndarray        #: int64 record index, -1 where there is no such connection
+    state: np.ndarray       #: uint8 state code (0 where absent)
+    direction: np.ndarray   #: uint8 0 if the queried source is the originator, else 1
+
+
+@dataclass(frozen=True)
+class ConnInfo:
+    """One connection as `Tracker.lookup` returns it (a copy, not a view)."""
+
+    index: int
+    family: int
+    orig_h: str
+    orig_p: int
+    resp_h: str
+    resp_p: int
+    state: str
+    orig_pkts: int
+    resp_pkts: int
+    orig_bytes: int
+    resp_bytes: int
+    orig_flags: int
+    resp_flags: int
+    first_ts: int
+    last_ts: int
+    replied: bool
+    direction: str  #: "orig" if the queried source is the originator, else "resp"
+
+
+def _address(value: AddressLike) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    if isinstance(value, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
+        return value
+    if isinstance(value, (str, int, bytes)) and not isinstance(value, bool):
+        return ipaddress.ip_address(value)
+    raise TypeError(f"expected an IP address (str, int, bytes or ipaddress), "
+                    f"not {type(value).__name__}")
+
+
+def addresses(values: Iterable[AddressLike]) -> np.ndarray:
+    """Converts addresses to the array form `Tracker.update` takes.
+
+    Returns uint32 (n,) if all are IPv4, uint8 (n, 16) if all are IPv6.
+
+    >>> addresses(["10.0.0.1", "10.0.0.2"])
+    array([167772161, 167772162], dtype=uint32)
+    """
+    parsed = [_address(v) for v in values]
+    versions = {a.version for a in parsed}
+    if len(versions) > 1:
+        raise ValueError("mixed IPv4 and IPv6 addresses: split the batch by family")
+    if versions == {6}:
+        return np.frombuffer(b"".join(a.packed for a in parsed), dtype=np.uint8).reshape(-1, 16)
+    return np.array([int(a) for a in parsed], dtype=np.uint32)
+
+
+def _format_address(family: int, value: Any) -> str:
+    if family == 4:
+        return str(ipaddress.IPv4Address(int(value)))
+    return str(ipaddress.IPv6Address(bytes(np.asarray(value, dtype=np.uint8))))
+
+
+def _integer_column(name: str, arr: Any, dtype: np.dtype, n: Optional[int]) -> np.ndarray:
+    """`arr` as a contiguous 1-D array of `dtype`, checking kind, length and value range."""
+    arr = np.asarray(arr)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be 1-dimensional, got shape {arr.shape}")
+    if n is not None and len(arr) != n:
+        raise ValueError(f"{name} has {len(arr)} elements, expected {n} like ts")
+    if arr.dtype != dtype:
+        if arr.dtype.kind not in "iu":
+            raise TypeError(f"{name} must be an integer array ({dtype}), not {arr.dtype}")
+        info = np.iinfo(dtype)
+        if len(arr) and (arr.min() < info.min or arr.max() > info.max):
+            raise ValueError(f"{name} has values outside {info.min}..{info.max}")
+        arr = arr.astype(dtype)
+    return np.ascontiguousarray(arr)
+
+
+def _address_columns(src: Any, dst: Any, n: int) -> tuple[int, np.ndarray, np.ndarray]:
+    """(family, src, dst): IPv4 as uint32 (n,), IPv6 as uint64 (n, 2) over the 16 bytes."""
+    src, dst = np.asarray(src), np.asarray(dst)
+    out = []
+    families = set()
+    for name, arr in (("src", src), ("dst", dst)):
+        if arr.dtype.kind == "V" and arr.dtype.itemsize == 16 or arr.dtype == np.dtype("S16"):
+            arr = arr.view(np.uint8).reshape(len(arr), 16)
+        if arr.ndim == 2:
+            if arr.shape[1] != 16 or arr.dtype != np.uint8:
+                raise ValueError(f"IPv6 {name} must be uint8 of shape (n, 16), "
+                                 f"got {arr.dtype} {arr.shape}")
+            if len(arr) != n:
+                raise ValueError(f"{name} has {len(arr)} rows, expected {n} like ts")
+            families.add(6)
+            arr = np.require(arr, requirements=["C", "A"]).view(np.uint64)
+        else:
+            families.add(4)
+            arr = _integer_column(name, arr, np.dtype(np.uint32), n)
+        out.append(arr)
+    if len(families) > 1:
+        raise ValueError("src and dst are of different address families")
+    return families.pop(), out[0], out[1]
+
+
+class Tracker:
+    """Tracks TCP connections from batches of observed segments.
+
+    Parameters
+    ----------
+    model : str or Model
+        State model: a built-in name (``"conntrack"``) or a compiled `Model`.
+    capacity : int
+        Connections each address family's table holds before it must grow.
+    max_capacity : int, optional
+        Bound on each table when growing (by doubling). None: the table never grows beyond
+        `capacity`; a full table raises `TableFullError`.
+    seed : int, optional
+        Fixes the hash key, for reproducible layouts in tests. Leave None in production: the
+        key is then drawn from the OS so nobody can precompute colliding keys.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fasttcp import Tracker, addresses
+    >>> t = Tracker(capacity=1024)
+    >>> client, server = addresses(["10.0.0.1"]), addresses(["10.0.0.2"])
+    >>> src = np.concatenate([client, server, client])
+    >>> dst = np.concatenate([server, client, server])
+    >>> r = t.update(np.array([0, 1000, 2000]), src, np.array([40000, 80, 40000]), dst,
+    ...              np.array([80, 40000, 80]), np.array([0x02, 0x12, 0x10]))
+    >>> t.histogram()["ESTABLISHED"], len(t)
+    (1, 1)
+    >>> t.lookup("10.0.0.2", 80, "10.0.0.1", 40000).state
+    'ESTABLISHED'
+    """
+
+    def __init__(self, model: str | Model = "conntrack", capacity: int = 65_536,
+                 max_capacity: Optional[int] = None, seed: Optional[int] = None) -> None:
+        self.model = get_model(model)
+        capacity = int(capacity)
+        if not 1 <= capacity <= _engine.MAX_CAPACITY:
+            raise ValueError(f"capacity must be between 1 and {_engine.MAX_CAPACITY}")
+        if max_capacity is None:
+            max_capacity = capacity
+        if not capacity <= max_capacity <= _engine.MAX_CAPACITY:
+            raise ValueError(f"max_capacity must be between capacity ({capacity}) "
+                             f"and {_engine.MAX_CAPACITY}")
+        self.capacity = capacity
+        self.max_capacity = int(max_capacity)
+        if seed is None:
+            self._keys = tuple(secrets.randbits(64) for _ in range(4))
+        else:
+            rng = np.random.default_rng(seed)
+            self._keys = tuple(int(k) for k in rng.integers(0, 2**64, 4, dtype=np.uint64))
+        self._tables: dict[int, _engine.FlowTable] = {}
+        self._lock = threading.Lock()
+        self.resizes = 0
+
+    def _table(self, family: int) -> _engine.FlowTable:
+        table = self._tables.get(family)
+        if table is None:
+            m = self.model
+            table = _engine.FlowTable(family, self.capacity, m.class_of, m.table.ravel(),
+                                      m.actions.ravel(), len(m.states), len(m.flag_classes),
+                                      self._keys)
+            self._tables[family] = table
+        return table
+
+    def update(self, ts: Any, src: Any = None, sport: Any = None, dst: Any = None,
+               dport: Any = None, flags: Any = None, length: Any = None, *,
+               return_events: bool = False) -> UpdateResult:
+        """Applies a batch of segments, in order.
+
+        Parameters
+        ----------
+        ts : ndarray (n,) int64, or a structured array of EVENT_DTYPE / EVENT6_DTYPE
+            Timestamps in nanoseconds. Given a structured array, pass nothing else.
+        src, dst : ndarray (n,) uint32 for IPv4, or (n, 16) uint8 for IPv6
+            Sender and receiver of each segment.
+        sport, dport : ndarray (n,) uint16
+        flags : ndarray (n,) uint8
+            TCP flags byte (CWR ECE URG ACK PSH RST SYN FIN).
+        length : ndarray (n,) uint32, optional
+            TCP payload bytes; zeros if omitted.
+        return_events : bool
+            Also return per-event record index, state after the event and verdict.
+
+        Other integer dtypes are accepted when every value fits. The whole batch is validated
+        before anything changes: on a TypeError/ValueError the tracker is untouched.
+
+        Raises
+        ------
+        TableFullError
+            When a new connection does not fit and the table may not grow; the events before
+            ``err.applied`` were applied.
+        """
+        cols = self._batch_columns(ts, src, sport, dst, dport, flags, length)
+        family, ts, src, sport, dst, dport, flags, length = cols
+        n = len(ts)
+        outs = ()
+        if return_events:
+            outs = (np.full(n, -1, dtype=np.int64), np.zeros(n, dtype=np.uint8),
+                    np.zeros(n, dtype=np.uint8))
+        totals = dict.fromkeys(("new", "valid", "invalid", "ignored"), 0)
+        with self._lock:
+            table = self._table(family)
+            stop = 0
+            while True:
+                stop, counts = table.update(ts, src, sport, dst, dport, flags, length, stop, *outs)
+                for key in totals:
+                    totals[key] += counts[key]
+                if stop == n:
+                    break
+                self._make_room(table, stop)
+        return UpdateResult(totals["new"], totals["valid"], totals["invalid"], totals["ignored"],
+                            *(outs or (None, None, None)))
+
+    def _make_room(self, table: _engine.FlowTable, stop: int) -> None:
+        if table.needs_compaction:
+            table.compact_index()
+            return
+        if table.capacity >= self.max_capacity:
+            raise TableFullError(
+                f"IPv{table.family} table full at {table.capacity} connections "
+                f"(max_capacity={self.max_capacity}); {stop} events of the batch were applied",
+                applied=stop)
+        table.resize(min(2 * table.capacity, self.max_capacity))
+        self.resizes += 1
+
+    @staticmethod
+    def _batch_columns(ts, src, sport, dst, dport, flags, length):
+        if getattr(getattr(ts, "dtype", None), "names", None):
+            if any(c is not None for c in (src, sport, dst, dport, flags, length)):
+                raise TypeError("pass either one structured array or separate columns")
+            events = ts
+            missing = {"ts", "src", "dst", "sport", "dport", "flags"} - set(events.dtype.names)
+            if missing:
+                raise ValueError(f"structured events lack fields {sorted(missing)}; "
+                                 f"see fasttcp.EVENT_DTYPE")
+            ts, src, dst = events["ts"], events["src"], events["dst"]
+            sport, dport, flags = events["sport"], events["dport"], events["flags"]
+            length = events["length"] if "length" in events.dtype.names else None
+        elif any(c is None for c in (src, sport, dst, dport, flags)):
+            raise TypeError("update needs ts, src, sport, dst, dport and flags")
+        ts = _integer_column("ts", ts, np.dtype(np.int64), None)
+        n = len(ts)
+        if n and ts.min() < 0:
+            raise ValueError("ts has negative timestamps (expected nanoseconds since an epoch)")
+        family, src, dst = _address_columns(src, dst, n)
+        sport = _integer_column("sport", sport, np.dtype(np.uint16), n)
+        dport = _integer_column("dport", dport, np.dtype(np.uint16), n)
+        flags = _integer_column("flags", flags, np.dtype(np.uint8), n)
+        if length is None:
+            length = np.zeros(n, dtype=np.uint32)
+        length = _integer_column("length", length, np.dtype(np.uint32), n)
+        return family, ts, src, sport, dst, dport, flags, length
+
+    def lookup_many(self, src: Any, sport: Any, dst: Any, dport: Any) -> LookupResult:
+        """Finds many connections at once, from either direction.
+
+        Parameters take the same forms as in `update` (all of one address family).
+
+        >>> t = Tracker()
+        >>> t.lookup_many(addresses(["10.0.0.1"]), [1], addresses(["10.0.0.2"]), [2]).conn
+        array([-1])
+        """
+        sport_arr = np.asarray(sport)
+        n = len(sport_arr)
+        family, src, dst = _address_columns(src, dst, n)
+        sport = _integer_column("sport", sport_arr, np.dtype(np.uint16), n)
+        dport = _integer_column("dport", dport, np.dtype(np.uint16), n)
+        with self._lock:
+            table = self._tables.get(family)
+            if table is None:
+                return LookupResult(np.full(n, -1, dtype=np.int64), np.zeros(n, dtype=np.uint8),
+                                    np.zeros(n, dtype=np.uint8))
+            return LookupResult(*table.lookup(src, sport, dst, dport))
+
+    def lookup(self, src: AddressLike, sport: int, dst: AddressLike,
+               dport: int) -> Optional[ConnInfo]:
+        """The connection between two endpoints (either order), or None.
+
+        >>> Tracker().lookup("192.0.2.1", 1234, "192.0.2.2", 80) is None
+        True
+        """
+        a, b = _address(src), _address(dst)
+        if a.version != b.version:
+            raise ValueError("src and dst are of different address families")
+        result = self.lookup_many(addresses([a]), [sport], addresses([b]), [dport])
+        index = int(result.conn[0])
+        if index < 0:
+            return None
+        rec = self._tables[a.version].records[index]
+        return ConnInfo(
+            index=index, family=a.version,
+            orig_h=_format_address(a.version, rec["orig_h"]), orig_p=int(rec["orig_p"]),
+            resp_h=_format_address(a.version, rec["resp_h"]), resp_p=int(rec["resp_p"]),
+            state=self.model.states[rec["state"]],
+            orig_pkts=int(rec["orig_pkts"]), resp_pkts=int(rec["resp_pkts"]),
+            orig_bytes=int(rec["orig_bytes"]), resp_bytes=int(rec["resp_bytes"]),
+            orig_flags=int(rec["orig_flags"]), resp_flags=int(rec["resp_flags"]),
+            first_ts=int(rec["first_ts"]), last_ts=int(rec["last_ts"]),
+            replied=bool(rec["status"] & _engine.STATUS_REPLIED),
+            direction="orig" if result.direction[0] == 0 else "resp",
+        )
+
+    def histogram(self) -> dict[str, int]:
+        """Live connections per state name (both families). Cost independent of table size.
+
+        >>> Tracker().histogram()["ESTABLISHED"]
+        0
+        """
+        counts = np.zeros(len(self.model.states), dtype=np.int64)
+        for table in self._tables.values():
+            counts += table.histogram
+        return dict(zip(self.model.states, counts.tolist()))
+
+    def records(self, family: int = 4) -> np.ndarray:
+        """Read-only structured view (CONN4_DTYPE / CONN6_DTYPE) of the family's records.
+
+        Indexed by the record indices `update` and `lookup_many` return. Free records have
+        ``status == 0``; live ones have the STATUS_ALIVE bit. The view shares memory with the
+        table until it grows: after a resize it keeps showing the old storage.
+        """
+        if family not in (4, 6):
+            raise ValueError(f"family must be 4 or 6, not {family!r}")
+        table = self._tables.get(family)
+        if table is None:
+            return np.zeros(0, dtype=CONN4_DTYPE if family == 4 else CONN6_DTYPE)
+        return table.records
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Totals since creation: events, new, valid, invalid, ignored, untracked, closed."""
+        totals: dict[str, int] = {}
+        for table in self._tables.values():
+            for key, value in table.totals.items():
+                totals[key] = totals.get(key, 0) + value
+        return totals or dict.fromkeys(("events", "new", "valid", "invalid", "ignored",
+                                        "untracked", "closed"), 0)
+
+    def memory_usage(self) -> dict[int, dict[str, float]]:
+        """Bytes allocated per family: records, index, total, and per connection at capacity.
+
+        >>> Tracker(capacity=1000).memory_usage()
+        {}
+        """
+        usage = {}
+        for family, table in sorted(self._tables.items()):
+            total = table.nbytes_records + table.nbytes_index
+            usage[family] = {"records": table.nbytes_records, "index": table.nbytes_index,
+                             "total": total, "capacity": table.capacity,
+                             "bytes_per_connection": total / table.capacity}
+        return usage
+
+    def bytes_per_connection(self, family: int = 4) -> float:
+        """Record plus index bytes per connection when the family's table is full."""
+        table = self._table(family)
+        return (table.nbytes_records + table.nbytes_index) / table.capacity
+
+    def probe_lengths(self, family: int = 4) -> np.ndarray:
+        """Index slots examined to find each live connection (1 = its home slot)."""
+        table = self._tables.get(family)
+        if table is None:
+            return np.zeros(0, dtype=np.int64)
+        lengths = table.probe_lengths()
+        return lengths[lengths > 0]
+
+    def __len__(self) -> int:
+        return sum(len(t) for t in self._tables.values())
+
+    def __repr__(self) -> str:
+        return (f"Tracker(model={self.model.name!r}, connections={len(self)}, "
+                f"capacity={self.capacity}, max_capacity={self.max_capacity})")
