@@ -14,6 +14,8 @@ from fasttcp.tracker import (
     IGNORED,
     INVALID,
     NEW,
+    STATUS_ALIVE,
+    STATUS_REPLIED,
     VALID,
     VERDICTS,
     ConnInfo,
@@ -28,5 +30,5 @@ __all__ = [
     "__version__", "Tracker", "ConnInfo", "UpdateResult", "LookupResult", "TableFullError",
     "Model", "compile_model", "get_model", "FLAG_CLASSES", "addresses",
     "EVENT_DTYPE", "EVENT6_DTYPE", "CONN4_DTYPE", "CONN6_DTYPE",
-    "VERDICTS", "NEW", "VALID", "INVALID", "IGNORED",
+    "VERDICTS", "NEW", "VALID", "INVALID", "IGNORED", "STATUS_ALIVE", "STATUS_REPLIED",
 ]

@@ -12,6 +12,8 @@ then event i is applied with a full (now cached) lookup. Prefetches are hints on
 applied with an exact lookup, in order, so events of one batch that touch the same connection see
 each other's effects.
 """
+import math
+
 import numpy as np
 
 cimport numpy as cnp
@@ -74,18 +76,20 @@ cdef enum:
     SLOT_TOMB = 1
     SLOT_ID_BIAS = 2     # a slot holds record index + 2 in its low bits
 
-    HASH_AHEAD = 16      # events between hashing (and prefetching the slot) and applying
-    RECORD_AHEAD = 8     # events between reading the slot (prefetching the record) and applying
-    RING = 32            # power of two > HASH_AHEAD
+    HASH_AHEAD = 64      # events between hashing (and prefetching the slot) and applying
+    RECORD_AHEAD = 32     # events between reading the slot (prefetching the record) and applying
+    RING = 128            # power of two > HASH_AHEAD
 
     RC_DONE = 0
     RC_NEED_SPACE = 1    # stopped before an event that needs a record or slot: grow, then resume
 
 # Engine limit: slots keep at least 2 bits of hash tag.
 MAX_CAPACITY = (1 << 30) - SLOT_ID_BIAS - 1
-# Live connections per index slot at most (kept below with tombstones counted in).
-MAX_LOAD = 0.8
-MAX_FILL = 0.9
+# Live connections per index slot at most. At 0.5 a successful probe reads 1.5 slots on
+# average, and a full IPv4 table costs 56 + 8 = 64 bytes per connection.
+MAX_LOAD = 0.5
+# Live plus tombstoned slots at most, before the index is rebuilt without tombstones.
+MAX_FILL = 0.7
 
 
 cdef inline uint64_t fastrange(uint64_t h, uint64_t n) noexcept nogil:
@@ -174,49 +178,77 @@ cdef inline void set_endpoints(conn_t* c, const events_t* ev, intp_t i) noexcept
         c.resp_h = ev.dst6[i]
 
 
-cdef inline intp_t find(const table_t* t, const conn_t* recs, const events_t* ev, intp_t i,
+cdef struct probe_t:
+    # The index fields a probe reads, copied out of table_t into a local so the compiler
+    # knows stores into records and the histogram cannot change them.
+    const uint32_t* index
+    uint64_t nslots
+    uint32_t id_bits
+    uint32_t id_mask
+    uint32_t tag_mask
+
+
+cdef inline probe_t probe_fields(const table_t* t) noexcept nogil:
+    cdef probe_t ix
+    ix.index, ix.nslots, ix.id_bits, ix.id_mask, ix.tag_mask = \
+        t.index, t.nslots, t.id_bits, t.id_mask, t.tag_mask
+    return ix
+
+
+cdef inline intp_t find(probe_t ix, const conn_t* recs, const events_t* ev, intp_t i,
                         uint64_t h, uint64_t* pos, int64_t* first_tomb, int* direction) noexcept nogil:
     """Record index of event i's connection (and its slot in *pos), or -1.
 
-    When not found, *pos is the empty slot that ended the probe and *first_tomb the first
-    tombstone passed (-1 if none): the insertion point is the tombstone if there is one.
+    *pos enters holding the home slot of hash h. When not found, it is left at the empty slot
+    that ended the probe and *first_tomb at the first tombstone passed (-1 if none): the
+    insertion point is the tombstone if there is one.
     """
-    cdef uint64_t p = fastrange(h, t.nslots)
-    cdef uint32_t tag = <uint32_t>(h >> 32) & t.tag_mask
+    cdef uint64_t p = pos[0]
+    cdef uint32_t tag = <uint32_t>(h >> 32) & ix.tag_mask
     cdef uint32_t slot
     cdef intp_t rid
     cdef int d
     first_tomb[0] = -1
     while True:
-        slot = t.index[p]
+        slot = ix.index[p]
         if slot == SLOT_EMPTY:
             break
         if slot == SLOT_TOMB:
             if first_tomb[0] < 0:
                 first_tomb[0] = <int64_t>p
-        elif (slot >> t.id_bits) == tag:
-            rid = <intp_t>(slot & t.id_mask) - SLOT_ID_BIAS
+        elif (slot >> ix.id_bits) == tag:
+            rid = <intp_t>(slot & ix.id_mask) - SLOT_ID_BIAS
             d = match_direction(&recs[rid], ev, i)
             if d >= 0:
                 pos[0] = p
                 direction[0] = d
                 return rid
         p += 1
-        if p == t.nslots:
+        if p == ix.nslots:
             p = 0
     pos[0] = p
     return -1
 
 
-cdef inline void prefetch_record(const table_t* t, const conn_t* recs, uint64_t h) noexcept nogil:
-    # Speculative: the first slot of the probe usually is the connection.
-    cdef uint32_t slot = t.index[fastrange(h, t.nslots)]
+cdef inline void prefetch_record(probe_t ix, const conn_t* recs, uint64_t h,
+                                 uint64_t home) noexcept nogil:
+    # Walks the probe by tags only (its slots share the prefetched cache line as a rule) and
+    # prefetches the first record whose tag matches: almost always the connection itself.
+    cdef uint32_t tag = <uint32_t>(h >> 32) & ix.tag_mask
+    cdef uint64_t p = home
+    cdef uint32_t slot = ix.index[p]
     cdef const conn_t* c
-    if slot > SLOT_TOMB:
-        c = &recs[<intp_t>(slot & t.id_mask) - SLOT_ID_BIAS]
-        FT_PREFETCH(c)
-        # records are not line-aligned: fetch the line holding the last byte too
-        FT_PREFETCH((<const char*>c) + sizeof(conn_t) - 1)
+    while slot != SLOT_EMPTY:
+        if slot != SLOT_TOMB and (slot >> ix.id_bits) == tag:
+            c = &recs[<intp_t>(slot & ix.id_mask) - SLOT_ID_BIAS]
+            FT_PREFETCH(c)
+            # records are not line-aligned: fetch the line holding the last byte too
+            FT_PREFETCH((<const char*>c) + sizeof(conn_t) - 1)
+            return
+        p += 1
+        if p == ix.nslots:
+            p = 0
+        slot = ix.index[p]
 
 
 cdef inline void count_segment(conn_t* c, int d, const events_t* ev, intp_t i) noexcept nogil:
@@ -271,121 +303,139 @@ cdef int apply_batch(table_t* t, conn_t* recs, const events_t* ev, intp_t start,
                      int64_t* out_conn, uint8_t* out_state, uint8_t* out_verdict,
                      counts_t* cnt, intp_t* stop) noexcept nogil:
     """Applies events [start, n); returns RC_DONE, or RC_NEED_SPACE with *stop the event to resume at."""
-    cdef uint64_t ring[RING]
+    cdef uint64_t ring_hash[RING]
+    cdef uint64_t ring_home[RING]
+    cdef probe_t ix = probe_fields(t)
+    cdef const uint8_t* trans = t.trans
+    cdef const uint8_t* actions = t.actions
+    cdef const uint8_t* class_of = t.class_of
+    cdef int64_t* hist = t.hist
+    cdef intp_t n_classes = t.n_classes
+    cdef counts_t c_n = cnt[0]
     cdef intp_t i, j, rid
     cdef uint64_t h, pos
     cdef int64_t first_tomb
-    cdef int d
+    cdef int d, rc = RC_DONE
     cdef uint8_t cls, old, nxt, act, verdict, state_out
     cdef intp_t cell
     cdef conn_t* c
-    cdef uint32_t tag
 
     for j in range(start, min(start + HASH_AHEAD, n)):
-        ring[j & (RING - 1)] = event_hash(t, recs, ev, j)
-        FT_PREFETCH(&t.index[fastrange(ring[j & (RING - 1)], t.nslots)])
+        h = event_hash(t, recs, ev, j)
+        ring_hash[j & (RING - 1)] = h
+        ring_home[j & (RING - 1)] = fastrange(h, ix.nslots)
+        FT_PREFETCH(&ix.index[ring_home[j & (RING - 1)]])
     for j in range(start, min(start + RECORD_AHEAD, n)):
-        prefetch_record(t, recs, ring[j & (RING - 1)])
+        prefetch_record(ix, recs, ring_hash[j & (RING - 1)], ring_home[j & (RING - 1)])
 
     for i in range(start, n):
         j = i + HASH_AHEAD
         if j < n:
             h = event_hash(t, recs, ev, j)
-            ring[j & (RING - 1)] = h
-            FT_PREFETCH(&t.index[fastrange(h, t.nslots)])
+            pos = fastrange(h, ix.nslots)
+            ring_hash[j & (RING - 1)] = h
+            ring_home[j & (RING - 1)] = pos
+            FT_PREFETCH(&ix.index[pos])
         j = i + RECORD_AHEAD
         if j < n:
-            prefetch_record(t, recs, ring[j & (RING - 1)])
+            prefetch_record(ix, recs, ring_hash[j & (RING - 1)], ring_home[j & (RING - 1)])
 
-        h = ring[i & (RING - 1)]
-        cls = t.class_of[ev.flags[i]]
-        rid = find(t, recs, ev, i, h, &pos, &first_tomb, &d)
+        h = ring_hash[i & (RING - 1)]
+        pos = ring_home[i & (RING - 1)]
+        cls = class_of[ev.flags[i]]
+        rid = find(ix, recs, ev, i, h, &pos, &first_tomb, &d)
         if rid >= 0:
             c = &recs[rid]
             old = c.state
-            cell = (old * 2 + d) * t.n_classes + cls
-            nxt = t.trans[cell]
-            act = t.actions[cell]
+            cell = (old * 2 + d) * n_classes + cls
+            nxt = trans[cell]
+            act = actions[cell]
             if nxt == C_INVALID:
                 count_segment(c, d, ev, i)
                 verdict = V_INVALID
-                cnt.invalid += 1
+                c_n.invalid += 1
             elif nxt == C_IGNORE:
                 count_segment(c, d, ev, i)
                 if d:
                     c.status |= S_REPLIED
                 verdict = V_IGNORED
-                cnt.ignored += 1
+                c_n.ignored += 1
             elif act == A_REOPEN:
                 # the old connection ends here; this segment opens a new one under the same key
-                t.hist[old] -= 1
-                t.hist[nxt] += 1
-                cnt.closed += 1
+                hist[old] -= 1
+                hist[nxt] += 1
+                c_n.closed += 1
                 start_connection(c, nxt, ev, i)
                 verdict = V_NEW
-                cnt.new += 1
+                c_n.new += 1
             else:
                 count_segment(c, d, ev, i)
-                t.hist[old] -= 1
-                t.hist[nxt] += 1
+                hist[old] -= 1
+                hist[nxt] += 1
                 c.state = nxt
                 verdict = V_VALID
-                cnt.valid += 1
+                c_n.valid += 1
                 if act == A_CLOSE_UNREPLIED and not (c.status & S_REPLIED):
                     remove_connection(t, recs, rid, pos)
-                    cnt.closed += 1
+                    c_n.closed += 1
                 elif d:
                     c.status |= S_REPLIED
             state_out = c.state
         else:
             cell = cls  # state 0 (initial), direction 0: the sender becomes the originator
-            nxt = t.trans[cell]
-            act = t.actions[cell]
+            nxt = trans[cell]
+            act = actions[cell]
             if nxt >= t.n_states:
                 verdict = V_INVALID if nxt == C_INVALID else V_IGNORED
                 if nxt == C_INVALID:
-                    cnt.invalid += 1
+                    c_n.invalid += 1
                 else:
-                    cnt.ignored += 1
-                cnt.untracked += 1
+                    c_n.ignored += 1
+                c_n.untracked += 1
                 state_out = 0
             else:
                 if t.count >= t.capacity or t.count + t.tombstones >= t.max_filled:
-                    stop[0] = i
-                    return RC_NEED_SPACE
+                    rc = RC_NEED_SPACE
+                    break
                 if first_tomb >= 0:
                     pos = <uint64_t>first_tomb
                     t.tombstones -= 1
                 rid = allocate_record(t, recs)
-                tag = <uint32_t>(h >> 32) & t.tag_mask
-                t.index[pos] = (tag << t.id_bits) | <uint32_t>(rid + SLOT_ID_BIAS)
+                t.index[pos] = (((<uint32_t>(h >> 32)) & ix.tag_mask) << ix.id_bits) | \
+                    <uint32_t>(rid + SLOT_ID_BIAS)
                 c = &recs[rid]
                 start_connection(c, nxt, ev, i)
-                t.hist[nxt] += 1
+                hist[nxt] += 1
                 t.count += 1
                 verdict = V_NEW
-                cnt.new += 1
+                c_n.new += 1
                 state_out = nxt
                 if act == A_CLOSE_UNREPLIED:
                     remove_connection(t, recs, rid, pos)
-                    cnt.closed += 1
-        cnt.events += 1
+                    c_n.closed += 1
+        c_n.events += 1
         if out_conn != NULL:
             out_conn[i] = rid
             out_state[i] = state_out
             out_verdict[i] = verdict
-    stop[0] = n
-    return RC_DONE
+    else:
+        i = n
+    cnt[0] = c_n
+    stop[0] = i
+    return rc
 
 
 cdef void lookup_batch(const table_t* t, const conn_t* recs, const events_t* ev, intp_t n,
                        int64_t* out_conn, uint8_t* out_state, uint8_t* out_direction) noexcept nogil:
+    cdef probe_t ix = probe_fields(t)
     cdef intp_t i, rid
-    cdef uint64_t pos
+    cdef uint64_t h, pos
     cdef int64_t first_tomb
     cdef int d
     for i in range(n):
-        rid = find(t, recs, ev, i, event_hash(t, recs, ev, i), &pos, &first_tomb, &d)
+        h = event_hash(t, recs, ev, i)
+        pos = fastrange(h, ix.nslots)
+        rid = find(ix, recs, ev, i, h, &pos, &first_tomb, &d)
         out_conn[i] = rid
         out_state[i] = recs[rid].state if rid >= 0 else 0
         out_direction[i] = <uint8_t>d if rid >= 0 else 0
@@ -474,7 +524,7 @@ _COUNT_NAMES = ("events", "new", "valid", "invalid", "ignored", "untracked", "cl
 
 def index_slots_for(intp_t capacity):
     """Index slots a table of `capacity` records uses (load at most MAX_LOAD when full)."""
-    return max(8, int(capacity / MAX_LOAD) + 1)
+    return max(8, math.ceil(capacity / MAX_LOAD))
 
 
 cdef class FlowTable:

@@ -7,7 +7,7 @@ tables with the engine, read here as nested lists.
 >>> import numpy as np
 >>> ref = ReferenceTracker("conntrack")
 >>> ref.update([0, 1], [1, 2], [1000, 80], [2, 1], [80, 1000], [0x02, 0x12])
-[(2, 'new'), (2, 'valid')]
+[(1, 'new', True), (2, 'valid', True)]
 >>> ref.histogram()["SYN_RECV"]
 1
 """
@@ -69,8 +69,11 @@ class ReferenceTracker:
         return a + b if a <= b else b + a
 
     def process(self, ts: int, src: Hashable, sport: int, dst: Hashable, dport: int,
-                flags: int, length: int = 0) -> tuple[int, str]:
-        """Applies one segment; returns (state code after it, verdict name)."""
+                flags: int, length: int = 0) -> tuple[int, str, bool]:
+        """Applies one segment.
+
+        Returns (state code after it, verdict name, whether it belonged to a connection).
+        """
         stats = self.stats
         stats["events"] += 1
         cls = self._class_of[flags]
@@ -82,14 +85,14 @@ class ReferenceTracker:
                 verdict = "invalid" if nxt == INVALID else "ignored"
                 stats[verdict] += 1
                 stats["untracked"] += 1
-                return 0, verdict
+                return 0, verdict, False
             conn = self.conns[key] = Conn(src, sport, dst, dport, nxt, ts)
             conn.count(0, flags, length, ts)
             self.hist[nxt] += 1
             stats["new"] += 1
             if self._actions[0][0][cls] == ACTION_CLOSE_UNREPLIED:
                 self._remove(key)
-            return nxt, "new"
+            return nxt, "new", True
 
         direction = 0 if (conn.orig_h, conn.orig_p, conn.resp_h, conn.resp_p) == \
             (src, sport, dst, dport) else 1
@@ -98,12 +101,12 @@ class ReferenceTracker:
         if nxt == INVALID:
             conn.count(direction, flags, length, ts)
             stats["invalid"] += 1
-            return conn.state, "invalid"
+            return conn.state, "invalid", True
         if nxt == IGNORE:
             conn.count(direction, flags, length, ts)
             conn.replied = conn.replied or direction == 1
             stats["ignored"] += 1
-            return conn.state, "ignored"
+            return conn.state, "ignored", True
         self.hist[conn.state] -= 1
         self.hist[nxt] += 1
         if action == ACTION_REOPEN:
@@ -111,7 +114,7 @@ class ReferenceTracker:
             stats["new"] += 1
             conn = self.conns[key] = Conn(src, sport, dst, dport, nxt, ts)
             conn.count(0, flags, length, ts)
-            return nxt, "new"
+            return nxt, "new", True
         conn.count(direction, flags, length, ts)
         conn.state = nxt
         stats["valid"] += 1
@@ -119,7 +122,7 @@ class ReferenceTracker:
             self._remove(key)
         elif direction == 1:
             conn.replied = True
-        return nxt, "valid"
+        return nxt, "valid", True
 
     def _remove(self, key: tuple) -> None:
         conn = self.conns.pop(key)
@@ -128,7 +131,7 @@ class ReferenceTracker:
 
     def update(self, ts: Sequence[int], src: Any, sport: Sequence[int], dst: Any,
                dport: Sequence[int], flags: Sequence[int],
-               length: Optional[Sequence[int]] = None) -> list[tuple[int, str]]:
+               length: Optional[Sequence[int]] = None) -> list[tuple[int, str, bool]]:
         """Applies a batch given as sequences or numpy arrays (IPv6 rows of 16 bytes)."""
         src, dst = _hashable_addresses(src), _hashable_addresses(dst)
         ts, sport, dport, flags = (np.asarray(a).tolist() for a in (ts, sport, dport, flags))

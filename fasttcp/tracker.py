@@ -14,7 +14,8 @@ from fasttcp.models import Model, get_model
 
 __all__ = ["Tracker", "ConnInfo", "UpdateResult", "LookupResult", "TableFullError",
            "EVENT_DTYPE", "EVENT6_DTYPE", "CONN4_DTYPE", "CONN6_DTYPE",
-           "VERDICTS", "NEW", "VALID", "INVALID", "IGNORED", "addresses"]
+           "VERDICTS", "NEW", "VALID", "INVALID", "IGNORED", "STATUS_ALIVE", "STATUS_REPLIED",
+           "addresses"]
 
 #: One IPv4 segment event. ``ts`` is nanoseconds (any epoch, never negative); addresses are
 #: host-order integers (``int(ipaddress.IPv4Address(...))``); ``length`` is the TCP payload.
@@ -28,6 +29,8 @@ CONN6_DTYPE = _engine.CONN6_DTYPE
 
 NEW, VALID, INVALID, IGNORED = (_engine.VERDICT_NEW, _engine.VERDICT_VALID,
                                 _engine.VERDICT_INVALID, _engine.VERDICT_IGNORED)
+#: Record status bits: a live record, and one whose responder has answered.
+STATUS_ALIVE, STATUS_REPLIED = _engine.STATUS_ALIVE, _engine.STATUS_REPLIED
 #: Verdict names by code, as returned per event by ``Tracker.update(..., return_events=True)``.
 VERDICTS = ("new", "valid", "invalid", "ignored")
 
@@ -360,7 +363,7 @@ class Tracker:
             orig_bytes=int(rec["orig_bytes"]), resp_bytes=int(rec["resp_bytes"]),
             orig_flags=int(rec["orig_flags"]), resp_flags=int(rec["resp_flags"]),
             first_ts=int(rec["first_ts"]), last_ts=int(rec["last_ts"]),
-            replied=bool(rec["status"] & _engine.STATUS_REPLIED),
+            replied=bool(rec["status"] & STATUS_REPLIED),
             direction="orig" if result.direction[0] == 0 else "resp",
         )
 
