@@ -6,7 +6,8 @@ cdef struct addr6_t:
     uint64_t lo                 # last 8 bytes
 
 
-# One record per connection. The numpy dtypes CONN4_DTYPE / CONN6_DTYPE are derived from these
+# One record per connection. Each orig_*/resp_* pair is adjacent, in that order: the kernel
+# indexes them by direction (0 orig, 1 resp). The numpy dtypes CONN4_DTYPE / CONN6_DTYPE are derived from these
 # structs (field offsets read off a dummy instance), so the two can never disagree.
 cdef struct conn4_t:
     uint32_t orig_h             # originator address (host-order integer, as ipaddress gives it)

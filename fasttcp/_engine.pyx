@@ -17,7 +17,7 @@ import math
 import numpy as np
 
 cimport numpy as cnp
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 
 from fasttcp._typedefs cimport int64_t, intp_t, uint8_t, uint16_t, uint32_t, uint64_t
 
@@ -76,8 +76,8 @@ cdef enum:
     SLOT_TOMB = 1
     SLOT_ID_BIAS = 2     # a slot holds record index + 2 in its low bits
 
-    HASH_AHEAD = 64      # events between hashing (and prefetching the slot) and applying
-    RECORD_AHEAD = 32     # events between reading the slot (prefetching the record) and applying
+    HASH_AHEAD = 16      # events between hashing (and prefetching the slot) and applying
+    RECORD_AHEAD = 8     # events between reading the slot (prefetching the record) and applying
     RING = 128            # power of two > HASH_AHEAD
 
     RC_DONE = 0
@@ -147,14 +147,38 @@ cdef inline uint64_t record_hash(const table_t* t, const conn_t* c) noexcept nog
         return hash6(t, c.orig_h, c.orig_p, c.resp_h, c.resp_p)
 
 
+cdef inline uint64_t pack_pair4(uint32_t first, uint32_t second) noexcept nogil:
+    # Two uint32 laid out as in memory, read as one uint64: compares a record's address pair in
+    # one instruction on any byte order.
+    cdef uint32_t pair[2]
+    cdef uint64_t packed
+    pair[0] = first
+    pair[1] = second
+    memcpy(&packed, pair, 8)
+    return packed
+
+
+cdef inline uint32_t pack_ports(uint16_t first, uint16_t second) noexcept nogil:
+    cdef uint16_t pair[2]
+    cdef uint32_t packed
+    pair[0] = first
+    pair[1] = second
+    memcpy(&packed, pair, 4)
+    return packed
+
+
 cdef inline int match_direction(const conn_t* c, const events_t* ev, intp_t i) noexcept nogil:
     """0 if event i goes orig -> resp of connection c, 1 if resp -> orig, -1 if not c's."""
     cdef uint16_t sp = ev.sport[i]
     cdef uint16_t dp = ev.dport[i]
+    cdef uint64_t addrs
+    cdef uint32_t ports
     if conn_t is conn4_t:
-        if c.orig_h == ev.src4[i] and c.orig_p == sp and c.resp_h == ev.dst4[i] and c.resp_p == dp:
+        memcpy(&addrs, &c.orig_h, 8)
+        memcpy(&ports, &c.orig_p, 4)
+        if addrs == pack_pair4(ev.src4[i], ev.dst4[i]) and ports == pack_ports(sp, dp):
             return 0
-        if c.orig_h == ev.dst4[i] and c.orig_p == dp and c.resp_h == ev.src4[i] and c.resp_p == sp:
+        if addrs == pack_pair4(ev.dst4[i], ev.src4[i]) and ports == pack_ports(dp, sp):
             return 1
     else:
         if (addr6_eq(c.orig_h, ev.src6[i]) and c.orig_p == sp
@@ -252,15 +276,11 @@ cdef inline void prefetch_record(probe_t ix, const conn_t* recs, uint64_t h,
 
 
 cdef inline void count_segment(conn_t* c, int d, const events_t* ev, intp_t i) noexcept nogil:
+    # orig_* and resp_* fields are adjacent pairs: index them by direction, without a branch
     cdef int64_t ts = ev.ts[i]
-    if d == 0:
-        c.orig_pkts += 1
-        c.orig_bytes += ev.length[i]
-        c.orig_flags |= ev.flags[i]
-    else:
-        c.resp_pkts += 1
-        c.resp_bytes += ev.length[i]
-        c.resp_flags |= ev.flags[i]
+    (&c.orig_pkts)[d] += 1
+    (&c.orig_bytes)[d] += ev.length[i]
+    (&c.orig_flags)[d] |= ev.flags[i]
     if ts > c.last_ts:
         c.last_ts = ts
 
@@ -413,13 +433,13 @@ cdef int apply_batch(table_t* t, conn_t* recs, const events_t* ev, intp_t start,
                 if act == A_CLOSE_UNREPLIED:
                     remove_connection(t, recs, rid, pos)
                     c_n.closed += 1
-        c_n.events += 1
         if out_conn != NULL:
             out_conn[i] = rid
             out_state[i] = state_out
             out_verdict[i] = verdict
     else:
         i = n
+    c_n.events += i - start
     cnt[0] = c_n
     stop[0] = i
     return rc
