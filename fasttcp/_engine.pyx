@@ -76,9 +76,9 @@ cdef enum:
     SLOT_TOMB = 1
     SLOT_ID_BIAS = 2     # a slot holds record index + 2 in its low bits
 
-    HASH_AHEAD = 16      # events between hashing (and prefetching the slot) and applying
-    RECORD_AHEAD = 8     # events between reading the slot (prefetching the record) and applying
-    RING = 128            # power of two > HASH_AHEAD
+    HASH_AHEAD = 32      # events between hashing (and prefetching the slot) and applying
+    RECORD_AHEAD = 16     # events between reading the slot (prefetching the record) and applying
+    RING = 64             # power of two > HASH_AHEAD
 
     RC_DONE = 0
     RC_NEED_SPACE = 1    # stopped before an event that needs a record or slot: grow, then resume
@@ -319,12 +319,46 @@ cdef inline intp_t allocate_record(table_t* t, conn_t* recs) noexcept nogil:
     return rid
 
 
+cdef struct ring_t:
+    # Hashes and home slots of the events ahead of the one being applied.
+    uint64_t hash[RING]
+    uint64_t home[RING]
+
+
+cdef inline void stage_hash(ring_t* ring, probe_t ix, const table_t* t, const conn_t* recs,
+                            const events_t* ev, intp_t j) noexcept nogil:
+    cdef uint64_t h = event_hash(t, recs, ev, j)
+    cdef uint64_t home = fastrange(h, ix.nslots)
+    ring.hash[j & (RING - 1)] = h
+    ring.home[j & (RING - 1)] = home
+    FT_PREFETCH(&ix.index[home])
+
+
+cdef inline void pipeline_start(ring_t* ring, probe_t ix, const table_t* t, const conn_t* recs,
+                                const events_t* ev, intp_t start, intp_t n) noexcept nogil:
+    cdef intp_t j
+    for j in range(start, min(start + HASH_AHEAD, n)):
+        stage_hash(ring, ix, t, recs, ev, j)
+    for j in range(start, min(start + RECORD_AHEAD, n)):
+        prefetch_record(ix, recs, ring.hash[j & (RING - 1)], ring.home[j & (RING - 1)])
+
+
+cdef inline void pipeline_advance(ring_t* ring, probe_t ix, const table_t* t, const conn_t* recs,
+                                  const events_t* ev, intp_t i, intp_t n) noexcept nogil:
+    """Before applying event i: hash event i+HASH_AHEAD, prefetch the record of i+RECORD_AHEAD."""
+    cdef intp_t j = i + HASH_AHEAD
+    if j < n:
+        stage_hash(ring, ix, t, recs, ev, j)
+    j = i + RECORD_AHEAD
+    if j < n:
+        prefetch_record(ix, recs, ring.hash[j & (RING - 1)], ring.home[j & (RING - 1)])
+
+
 cdef int apply_batch(table_t* t, conn_t* recs, const events_t* ev, intp_t start, intp_t n,
                      int64_t* out_conn, uint8_t* out_state, uint8_t* out_verdict,
                      counts_t* cnt, intp_t* stop) noexcept nogil:
     """Applies events [start, n); returns RC_DONE, or RC_NEED_SPACE with *stop the event to resume at."""
-    cdef uint64_t ring_hash[RING]
-    cdef uint64_t ring_home[RING]
+    cdef ring_t ring
     cdef probe_t ix = probe_fields(t)
     cdef const uint8_t* trans = t.trans
     cdef const uint8_t* actions = t.actions
@@ -332,7 +366,7 @@ cdef int apply_batch(table_t* t, conn_t* recs, const events_t* ev, intp_t start,
     cdef int64_t* hist = t.hist
     cdef intp_t n_classes = t.n_classes
     cdef counts_t c_n = cnt[0]
-    cdef intp_t i, j, rid
+    cdef intp_t i, rid
     cdef uint64_t h, pos
     cdef int64_t first_tomb
     cdef int d, rc = RC_DONE
@@ -340,28 +374,11 @@ cdef int apply_batch(table_t* t, conn_t* recs, const events_t* ev, intp_t start,
     cdef intp_t cell
     cdef conn_t* c
 
-    for j in range(start, min(start + HASH_AHEAD, n)):
-        h = event_hash(t, recs, ev, j)
-        ring_hash[j & (RING - 1)] = h
-        ring_home[j & (RING - 1)] = fastrange(h, ix.nslots)
-        FT_PREFETCH(&ix.index[ring_home[j & (RING - 1)]])
-    for j in range(start, min(start + RECORD_AHEAD, n)):
-        prefetch_record(ix, recs, ring_hash[j & (RING - 1)], ring_home[j & (RING - 1)])
-
+    pipeline_start(&ring, ix, t, recs, ev, start, n)
     for i in range(start, n):
-        j = i + HASH_AHEAD
-        if j < n:
-            h = event_hash(t, recs, ev, j)
-            pos = fastrange(h, ix.nslots)
-            ring_hash[j & (RING - 1)] = h
-            ring_home[j & (RING - 1)] = pos
-            FT_PREFETCH(&ix.index[pos])
-        j = i + RECORD_AHEAD
-        if j < n:
-            prefetch_record(ix, recs, ring_hash[j & (RING - 1)], ring_home[j & (RING - 1)])
-
-        h = ring_hash[i & (RING - 1)]
-        pos = ring_home[i & (RING - 1)]
+        pipeline_advance(&ring, ix, t, recs, ev, i, n)
+        h = ring.hash[i & (RING - 1)]
+        pos = ring.home[i & (RING - 1)]
         cls = class_of[ev.flags[i]]
         rid = find(ix, recs, ev, i, h, &pos, &first_tomb, &d)
         if rid >= 0:
@@ -390,9 +407,10 @@ cdef int apply_batch(table_t* t, conn_t* recs, const events_t* ev, intp_t start,
                 c_n.new += 1
             else:
                 count_segment(c, d, ev, i)
-                hist[old] -= 1
-                hist[nxt] += 1
-                c.state = nxt
+                if nxt != old:
+                    hist[old] -= 1
+                    hist[nxt] += 1
+                    c.state = nxt
                 verdict = V_VALID
                 c_n.valid += 1
                 if act == A_CLOSE_UNREPLIED and not (c.status & S_REPLIED):
@@ -447,15 +465,17 @@ cdef int apply_batch(table_t* t, conn_t* recs, const events_t* ev, intp_t start,
 
 cdef void lookup_batch(const table_t* t, const conn_t* recs, const events_t* ev, intp_t n,
                        int64_t* out_conn, uint8_t* out_state, uint8_t* out_direction) noexcept nogil:
+    cdef ring_t ring
     cdef probe_t ix = probe_fields(t)
     cdef intp_t i, rid
-    cdef uint64_t h, pos
+    cdef uint64_t pos
     cdef int64_t first_tomb
     cdef int d
+    pipeline_start(&ring, ix, t, recs, ev, 0, n)
     for i in range(n):
-        h = event_hash(t, recs, ev, i)
-        pos = fastrange(h, ix.nslots)
-        rid = find(ix, recs, ev, i, h, &pos, &first_tomb, &d)
+        pipeline_advance(&ring, ix, t, recs, ev, i, n)
+        pos = ring.home[i & (RING - 1)]
+        rid = find(ix, recs, ev, i, ring.hash[i & (RING - 1)], &pos, &first_tomb, &d)
         out_conn[i] = rid
         out_state[i] = recs[rid].state if rid >= 0 else 0
         out_direction[i] = <uint8_t>d if rid >= 0 else 0
