@@ -10,12 +10,13 @@ DEBUG = os.environ.get("FASTTCP_DEBUG") == "1"
 
 EXTENSIONS = [
     Extension(
-        "fasttcp._engine",
-        ["fasttcp/_engine.pyx"],
+        f"fasttcp.{name}",
+        [f"fasttcp/{name}.pyx"],
         include_dirs=[numpy.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=["-O3"] if os.name != "nt" else [],
-    ),
+    )
+    for name in ("_engine", "_baseline")
 ]
 
 setup(

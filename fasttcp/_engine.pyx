@@ -744,6 +744,62 @@ cdef class FlowTable:
                 lookup_batch(&self.t, <conn6_t*>recs, &ev, n, &c_v[0], &s_v[0], &d_v[0])
         return out_conn, out_state, out_dir
 
+    def find_one(self, src, uint16_t sport, dst, uint16_t dport):
+        """(record index, direction) of one connection, or (-1, 0).
+
+        src and dst are ints for IPv4 and 16-byte strings for IPv6.
+        """
+        cdef events_t ev
+        cdef uint32_t src4, dst4
+        cdef addr6_t src6, dst6
+        cdef int64_t ts = 0
+        cdef uint8_t flags = 0
+        cdef uint32_t length = 0
+        cdef uint64_t pos, h
+        cdef int64_t first_tomb
+        cdef int d = 0
+        cdef intp_t rid
+        memset(&ev, 0, sizeof(events_t))
+        ev.ts, ev.sport, ev.dport, ev.flags, ev.length = &ts, &sport, &dport, &flags, &length
+        if self.family == 4:
+            src4, dst4 = src, dst
+            ev.src4, ev.dst4 = &src4, &dst4
+        else:
+            if len(src) != 16 or len(dst) != 16:
+                raise ValueError("IPv6 addresses are 16 bytes")
+            memcpy(&src6, <const char*>src, 16)
+            memcpy(&dst6, <const char*>dst, 16)
+            ev.src6, ev.dst6 = &src6, &dst6
+        cdef probe_t ix = probe_fields(&self.t)
+        if self.family == 4:
+            h = event_hash(&self.t, <conn4_t*>self._records_ptr(), &ev, 0)
+            pos = fastrange(h, ix.nslots)
+            rid = find(ix, <conn4_t*>self._records_ptr(), &ev, 0, h, &pos, &first_tomb, &d)
+        else:
+            h = event_hash(&self.t, <conn6_t*>self._records_ptr(), &ev, 0)
+            pos = fastrange(h, ix.nslots)
+            rid = find(ix, <conn6_t*>self._records_ptr(), &ev, 0, h, &pos, &first_tomb, &d)
+        return rid, (d if rid >= 0 else 0)
+
+    def record_values(self, intp_t rid):
+        """The fields of record `rid` as a tuple, in CONN4_DTYPE / CONN6_DTYPE order.
+
+        Addresses come out as ints (IPv4) or 16-byte strings (IPv6).
+        """
+        if not 0 <= rid < self.t.used:
+            raise IndexError(f"record {rid} is not in use")
+        cdef conn4_t* c4
+        cdef conn6_t* c6
+        if self.family == 4:
+            c4 = &(<conn4_t*>self._records_ptr())[rid]
+            return (c4.orig_h, c4.resp_h, c4.orig_p, c4.resp_p, c4.state, c4.status,
+                    c4.orig_flags, c4.resp_flags, c4.orig_pkts, c4.resp_pkts, c4.orig_bytes,
+                    c4.resp_bytes, c4.first_ts, c4.last_ts)
+        c6 = &(<conn6_t*>self._records_ptr())[rid]
+        return ((<char*>&c6.orig_h)[:16], (<char*>&c6.resp_h)[:16], c6.orig_p, c6.resp_p,
+                c6.state, c6.status, c6.orig_flags, c6.resp_flags, c6.orig_pkts, c6.resp_pkts,
+                c6.orig_bytes, c6.resp_bytes, c6.first_ts, c6.last_ts)
+
     def probe_lengths(self):
         """int64 array over records in use: slots examined to find each live one (0 = free record)."""
         out = np.zeros(self.t.used, dtype=np.int64)

@@ -4,7 +4,6 @@ from __future__ import annotations
 import ipaddress
 import secrets
 import threading
-from dataclasses import dataclass
 from typing import Any, Iterable, NamedTuple, Optional, Union
 
 import numpy as np
@@ -26,6 +25,7 @@ EVENT6_DTYPE = np.dtype([("ts", "<i8"), ("src", "u1", (16,)), ("dst", "u1", (16,
                          ("sport", "<u2"), ("dport", "<u2"), ("flags", "u1"), ("length", "<u4")])
 CONN4_DTYPE = _engine.CONN4_DTYPE
 CONN6_DTYPE = _engine.CONN6_DTYPE
+_CONN_FIELDS: tuple[str, ...] = tuple(CONN4_DTYPE.names or ())
 
 NEW, VALID, INVALID, IGNORED = (_engine.VERDICT_NEW, _engine.VERDICT_VALID,
                                 _engine.VERDICT_INVALID, _engine.VERDICT_IGNORED)
@@ -68,11 +68,10 @@ class LookupResult(NamedTuple):
     direction: np.ndarray   #: uint8 0 if the queried source is the originator, else 1
 
 
-@dataclass(frozen=True)
-class ConnInfo:
+class ConnInfo(NamedTuple):
     """One connection as `Tracker.lookup` returns it (a copy, not a view)."""
 
-    index: int
+    conn: int  #: record index, as in ``records()`` and ``UpdateResult.conn``
     family: int
     orig_h: str
     orig_p: int
@@ -117,10 +116,8 @@ def addresses(values: Iterable[AddressLike]) -> np.ndarray:
     return np.array([int(a) for a in parsed], dtype=np.uint32)
 
 
-def _format_address(family: int, value: Any) -> str:
-    if family == 4:
-        return str(ipaddress.IPv4Address(int(value)))
-    return str(ipaddress.IPv6Address(bytes(np.asarray(value, dtype=np.uint8))))
+def _packed(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bytes:
+    return address.packed
 
 
 def _integer_column(name: str, arr: Any, dtype: np.dtype, n: Optional[int]) -> np.ndarray:
@@ -211,10 +208,10 @@ class Tracker:
         self.capacity = capacity
         self.max_capacity = int(max_capacity)
         if seed is None:
-            self._keys = tuple(secrets.randbits(64) for _ in range(4))
+            k = [secrets.randbits(64) for _ in range(4)]
         else:
-            rng = np.random.default_rng(seed)
-            self._keys = tuple(int(k) for k in rng.integers(0, 2**64, 4, dtype=np.uint64))
+            k = [int(x) for x in np.random.default_rng(seed).integers(0, 2**64, 4, dtype=np.uint64)]
+        self._keys: tuple[int, int, int, int] = (k[0], k[1], k[2], k[3])
         self._tables: dict[int, _engine.FlowTable] = {}
         self._lock = threading.Lock()
         self.resizes = 0
@@ -260,7 +257,7 @@ class Tracker:
         cols = self._batch_columns(ts, src, sport, dst, dport, flags, length)
         family, ts, src, sport, dst, dport, flags, length = cols
         n = len(ts)
-        outs = ()
+        outs: tuple = ()
         if return_events:
             outs = (np.full(n, -1, dtype=np.int64), np.zeros(n, dtype=np.uint8),
                     np.zeros(n, dtype=np.uint8))
@@ -349,23 +346,25 @@ class Tracker:
         a, b = _address(src), _address(dst)
         if a.version != b.version:
             raise ValueError("src and dst are of different address families")
-        result = self.lookup_many(addresses([a]), [sport], addresses([b]), [dport])
-        index = int(result.conn[0])
-        if index < 0:
-            return None
-        rec = self._tables[a.version].records[index]
-        return ConnInfo(
-            index=index, family=a.version,
-            orig_h=_format_address(a.version, rec["orig_h"]), orig_p=int(rec["orig_p"]),
-            resp_h=_format_address(a.version, rec["resp_h"]), resp_p=int(rec["resp_p"]),
-            state=self.model.states[rec["state"]],
-            orig_pkts=int(rec["orig_pkts"]), resp_pkts=int(rec["resp_pkts"]),
-            orig_bytes=int(rec["orig_bytes"]), resp_bytes=int(rec["resp_bytes"]),
-            orig_flags=int(rec["orig_flags"]), resp_flags=int(rec["resp_flags"]),
-            first_ts=int(rec["first_ts"]), last_ts=int(rec["last_ts"]),
-            replied=bool(rec["status"] & STATUS_REPLIED),
-            direction="orig" if result.direction[0] == 0 else "resp",
-        )
+        for name, port in (("sport", sport), ("dport", dport)):
+            if not 0 <= port <= 65535:
+                raise ValueError(f"{name} must be in 0..65535, not {port}")
+        key = (int, int) if a.version == 4 else (_packed, _packed)
+        with self._lock:
+            table = self._tables.get(a.version)
+            if table is None:
+                return None
+            index, direction = table.find_one(key[0](a), sport, key[1](b), dport)
+            if index < 0:
+                return None
+            values = table.record_values(index)
+        fields = dict(zip(_CONN_FIELDS, values))
+        status = fields.pop("status")
+        for side in ("orig_h", "resp_h"):
+            fields[side] = str(ipaddress.ip_address(fields[side]))
+        fields["state"] = self.model.states[fields["state"]]
+        return ConnInfo(conn=index, family=a.version, replied=bool(status & STATUS_REPLIED),
+                        direction="orig" if direction == 0 else "resp", **fields)
 
     def histogram(self) -> dict[str, int]:
         """Live connections per state name (both families). Cost independent of table size.

@@ -62,4 +62,4 @@ def uniform_workload(connections: int, events: int, seed: int = 0) -> Workload:
 
 def columns(events: np.ndarray) -> dict:
     """Contiguous per-field arrays of a structured event batch, as `Tracker.update` takes them."""
-    return {name: np.ascontiguousarray(events[name]) for name in events.dtype.names}
+    return {name: np.ascontiguousarray(events[name]) for name in events.dtype.names or ()}

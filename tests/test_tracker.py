@@ -62,7 +62,7 @@ def test_lookup_from_either_side_and_missing():
     fwd = t.lookup(ipaddress.ip_address(CLIENT[0]), CLIENT[1], SERVER[0], SERVER[1])
     rev = t.lookup(int(ipaddress.ip_address(SERVER[0])), SERVER[1], CLIENT[0], CLIENT[1])
     assert fwd.direction == "orig" and rev.direction == "resp"
-    assert fwd.index == rev.index and fwd.state == "ESTABLISHED" and fwd.orig_bytes == 7
+    assert fwd.conn == rev.conn and fwd.state == "ESTABLISHED" and fwd.orig_bytes == 7
     assert fwd.first_ts < fwd.last_ts
     assert t.lookup(CLIENT[0], CLIENT[1] + 1, SERVER[0], SERVER[1]) is None
     assert t.lookup("2001:db8::1", 1, "2001:db8::2", 2) is None

@@ -1,0 +1,5 @@
+import sys
+
+from fasttcp.cli import main
+
+sys.exit(main())

@@ -1,0 +1,81 @@
+"""Type stubs for the compiled engine (fasttcp/_engine.pyx)."""
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+INVALID: int
+IGNORE: int
+ACTION_NONE: int
+ACTION_REOPEN: int
+ACTION_CLOSE_UNREPLIED: int
+VERDICT_NEW: int
+VERDICT_VALID: int
+VERDICT_INVALID: int
+VERDICT_IGNORED: int
+STATUS_ALIVE: int
+STATUS_REPLIED: int
+MAX_CAPACITY: int
+MAX_LOAD: float
+MAX_FILL: float
+CONN4_DTYPE: np.dtype[np.void]
+CONN6_DTYPE: np.dtype[np.void]
+
+def index_slots_for(capacity: int) -> int: ...
+
+class FlowTable:
+    family: int
+    def __init__(
+        self,
+        family: int,
+        capacity: int,
+        class_of: npt.NDArray[np.uint8],  # const uint8_t[::1], 256 entries
+        trans: npt.NDArray[np.uint8],  # const uint8_t[::1], n_states * 2 * n_classes
+        actions: npt.NDArray[np.uint8],  # const uint8_t[::1], same shape as trans
+        n_states: int,
+        n_classes: int,
+        keys: tuple[int, int, int, int],
+    ) -> None: ...
+    def resize(self, capacity: int) -> None: ...
+    def compact_index(self) -> None: ...
+    def update(
+        self,
+        ts: npt.NDArray[np.int64],  # const int64_t[::1]
+        src: npt.NDArray[Any],  # const uint32_t[::1] (IPv4) or const uint64_t[:, ::1] (IPv6)
+        sport: npt.NDArray[np.uint16],  # const uint16_t[::1]
+        dst: npt.NDArray[Any],  # as src
+        dport: npt.NDArray[np.uint16],  # const uint16_t[::1]
+        flags: npt.NDArray[np.uint8],  # const uint8_t[::1]
+        length: npt.NDArray[np.uint32],  # const uint32_t[::1]
+        start: int,
+        out_conn: npt.NDArray[np.int64] | None = ...,  # int64_t[::1]
+        out_state: npt.NDArray[np.uint8] | None = ...,  # uint8_t[::1]
+        out_verdict: npt.NDArray[np.uint8] | None = ...,  # uint8_t[::1]
+    ) -> tuple[int, dict[str, int]]: ...
+    def lookup(
+        self,
+        src: npt.NDArray[Any],
+        sport: npt.NDArray[np.uint16],
+        dst: npt.NDArray[Any],
+        dport: npt.NDArray[np.uint16],
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.uint8], npt.NDArray[np.uint8]]: ...
+    def find_one(self, src: int | bytes, sport: int, dst: int | bytes, dport: int) -> tuple[int, int]: ...
+    def record_values(self, rid: int) -> tuple[Any, ...]: ...
+    def probe_lengths(self) -> npt.NDArray[np.int64]: ...
+    @property
+    def records(self) -> npt.NDArray[np.void]: ...
+    @property
+    def histogram(self) -> npt.NDArray[np.int64]: ...
+    @property
+    def totals(self) -> dict[str, int]: ...
+    def __len__(self) -> int: ...
+    @property
+    def capacity(self) -> int: ...
+    @property
+    def tombstones(self) -> int: ...
+    @property
+    def needs_compaction(self) -> bool: ...
+    @property
+    def nbytes_records(self) -> int: ...
+    @property
+    def nbytes_index(self) -> int: ...

@@ -1,0 +1,26 @@
+"""The README's Python examples run as written."""
+import os
+import re
+
+import pytest
+
+README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
+with open(README, encoding="utf-8") as f:
+    BLOCKS = re.findall(r"```python\n(.*?)```", f.read(), flags=re.S)
+
+
+@pytest.mark.parametrize("code", BLOCKS, ids=[f"block{i}" for i in range(len(BLOCKS))])
+def test_readme_example(code):
+    exec(compile(code, README, "exec"), {})
+
+
+def test_quick_start_results_are_as_shown():
+    namespace = {}
+    exec(compile(BLOCKS[0], README, "exec"), namespace)
+    t, res = namespace["t"], namespace["res"]
+    assert (res.new, res.valid, res.invalid, res.ignored) == (1, 3, 0, 0)
+    assert [t.model.states[s] for s in res.state] == ["SYN_SENT", "SYN_RECV", "ESTABLISHED",
+                                                       "ESTABLISHED"]
+    info = t.lookup("192.0.2.80", 443, "10.0.0.1", 51000)
+    assert (info.orig_pkts, info.resp_pkts, info.orig_bytes, info.direction) == (3, 1, 517, "resp")
+    assert t.histogram()["ESTABLISHED"] == 1 and len(t) == 1
