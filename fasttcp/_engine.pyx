@@ -559,6 +559,20 @@ CONN6_DTYPE = _struct_dtype(
     sizeof(conn6_t),
 )
 
+cdef struct one_event_t:
+    # storage for a single event, for scalar lookups
+    events_t ev
+    int64_t ts
+    uint32_t src4
+    uint32_t dst4
+    addr6_t src6
+    addr6_t dst6
+    uint16_t sport
+    uint16_t dport
+    uint8_t flags
+    uint32_t length
+
+
 _COUNT_NAMES = ("events", "new", "valid", "invalid", "ignored", "untracked", "closed")
 
 
@@ -744,42 +758,55 @@ cdef class FlowTable:
                 lookup_batch(&self.t, <conn6_t*>recs, &ev, n, &c_v[0], &s_v[0], &d_v[0])
         return out_conn, out_state, out_dir
 
+    cdef int _one_event(self, one_event_t* one, src, uint16_t sport, dst,
+                        uint16_t dport) except -1:
+        """Points one.ev at a single event held in *one (ints for IPv4, 16 bytes for IPv6)."""
+        memset(one, 0, sizeof(one_event_t))
+        one.sport, one.dport = sport, dport
+        one.ev.ts, one.ev.flags, one.ev.length = &one.ts, &one.flags, &one.length
+        one.ev.sport, one.ev.dport = &one.sport, &one.dport
+        if self.family == 4:
+            one.src4, one.dst4 = src, dst
+            one.ev.src4, one.ev.dst4 = &one.src4, &one.dst4
+        else:
+            if len(src) != 16 or len(dst) != 16:
+                raise ValueError("IPv6 addresses are 16 bytes")
+            memcpy(&one.src6, <const char*>src, 16)
+            memcpy(&one.dst6, <const char*>dst, 16)
+            one.ev.src6, one.ev.dst6 = &one.src6, &one.dst6
+        return 0
+
+    cdef uint64_t _hash_one(self, const one_event_t* one):
+        if self.family == 4:
+            return event_hash(&self.t, <conn4_t*>NULL, &one.ev, 0)
+        return event_hash(&self.t, <conn6_t*>NULL, &one.ev, 0)
+
     def find_one(self, src, uint16_t sport, dst, uint16_t dport):
         """(record index, direction) of one connection, or (-1, 0).
 
         src and dst are ints for IPv4 and 16-byte strings for IPv6.
         """
-        cdef events_t ev
-        cdef uint32_t src4, dst4
-        cdef addr6_t src6, dst6
-        cdef int64_t ts = 0
-        cdef uint8_t flags = 0
-        cdef uint32_t length = 0
+        cdef one_event_t one
         cdef uint64_t pos, h
         cdef int64_t first_tomb
         cdef int d = 0
         cdef intp_t rid
-        memset(&ev, 0, sizeof(events_t))
-        ev.ts, ev.sport, ev.dport, ev.flags, ev.length = &ts, &sport, &dport, &flags, &length
-        if self.family == 4:
-            src4, dst4 = src, dst
-            ev.src4, ev.dst4 = &src4, &dst4
-        else:
-            if len(src) != 16 or len(dst) != 16:
-                raise ValueError("IPv6 addresses are 16 bytes")
-            memcpy(&src6, <const char*>src, 16)
-            memcpy(&dst6, <const char*>dst, 16)
-            ev.src6, ev.dst6 = &src6, &dst6
         cdef probe_t ix = probe_fields(&self.t)
+        self._one_event(&one, src, sport, dst, dport)
+        h = self._hash_one(&one)
+        pos = fastrange(h, ix.nslots)
         if self.family == 4:
-            h = event_hash(&self.t, <conn4_t*>self._records_ptr(), &ev, 0)
-            pos = fastrange(h, ix.nslots)
-            rid = find(ix, <conn4_t*>self._records_ptr(), &ev, 0, h, &pos, &first_tomb, &d)
+            rid = find(ix, <conn4_t*>self._records_ptr(), &one.ev, 0, h, &pos, &first_tomb, &d)
         else:
-            h = event_hash(&self.t, <conn6_t*>self._records_ptr(), &ev, 0)
-            pos = fastrange(h, ix.nslots)
-            rid = find(ix, <conn6_t*>self._records_ptr(), &ev, 0, h, &pos, &first_tomb, &d)
+            rid = find(ix, <conn6_t*>self._records_ptr(), &one.ev, 0, h, &pos, &first_tomb, &d)
         return rid, (d if rid >= 0 else 0)
+
+    def _home_and_tag(self, src, uint16_t sport, dst, uint16_t dport):
+        """Test hook: (home slot, hash tag) of a key under this table's hash key and size."""
+        cdef one_event_t one
+        self._one_event(&one, src, sport, dst, dport)
+        cdef uint64_t h = self._hash_one(&one)
+        return fastrange(h, self.t.nslots), (h >> 32) & self.t.tag_mask
 
     def record_values(self, intp_t rid):
         """The fields of record `rid` as a tuple, in CONN4_DTYPE / CONN6_DTYPE order.
