@@ -147,23 +147,19 @@ cdef inline uint64_t record_hash(const table_t* t, const conn_t* c) noexcept nog
         return hash6(t, c.orig_h, c.orig_p, c.resp_h, c.resp_p)
 
 
-cdef inline uint64_t pack_pair4(uint32_t first, uint32_t second) noexcept nogil:
-    # Two uint32 laid out as in memory, read as one uint64: compares a record's address pair in
-    # one instruction on any byte order.
-    cdef uint32_t pair[2]
-    cdef uint64_t packed
-    pair[0] = first
-    pair[1] = second
-    memcpy(&packed, pair, 8)
-    return packed
+ctypedef fused half_t:
+    uint16_t
+    uint32_t
 
 
-cdef inline uint32_t pack_ports(uint16_t first, uint16_t second) noexcept nogil:
-    cdef uint16_t pair[2]
-    cdef uint32_t packed
+cdef inline uint64_t pack_pair(half_t first, half_t second) noexcept nogil:
+    # Two values laid out as in a record, read as one zero-padded uint64: a record's address
+    # pair (or port pair) compares in one instruction, on any byte order.
+    cdef half_t pair[2]
+    cdef uint64_t packed = 0
     pair[0] = first
     pair[1] = second
-    memcpy(&packed, pair, 4)
+    memcpy(&packed, pair, sizeof(pair))
     return packed
 
 
@@ -171,14 +167,13 @@ cdef inline int match_direction(const conn_t* c, const events_t* ev, intp_t i) n
     """0 if event i goes orig -> resp of connection c, 1 if resp -> orig, -1 if not c's."""
     cdef uint16_t sp = ev.sport[i]
     cdef uint16_t dp = ev.dport[i]
-    cdef uint64_t addrs
-    cdef uint32_t ports
+    cdef uint64_t addrs = 0, ports = 0
     if conn_t is conn4_t:
-        memcpy(&addrs, &c.orig_h, 8)
-        memcpy(&ports, &c.orig_p, 4)
-        if addrs == pack_pair4(ev.src4[i], ev.dst4[i]) and ports == pack_ports(sp, dp):
+        memcpy(&addrs, &c.orig_h, 2 * sizeof(uint32_t))
+        memcpy(&ports, &c.orig_p, 2 * sizeof(uint16_t))
+        if addrs == pack_pair(ev.src4[i], ev.dst4[i]) and ports == pack_pair(sp, dp):
             return 0
-        if addrs == pack_pair4(ev.dst4[i], ev.src4[i]) and ports == pack_ports(dp, sp):
+        if addrs == pack_pair(ev.dst4[i], ev.src4[i]) and ports == pack_pair(dp, sp):
             return 1
     else:
         if (addr6_eq(c.orig_h, ev.src6[i]) and c.orig_p == sp
@@ -525,39 +520,34 @@ def _struct_dtype(names, offsets, formats, itemsize):
     return np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": itemsize})
 
 
+cdef list field_offsets(const conn_t* c):
+    """Byte offsets of the record fields, in dtype order."""
+    cdef intp_t base = <intp_t>c
+    return [<intp_t>&c.orig_h - base, <intp_t>&c.resp_h - base, <intp_t>&c.orig_p - base,
+            <intp_t>&c.resp_p - base, <intp_t>&c.state - base, <intp_t>&c.status - base,
+            <intp_t>&c.orig_flags - base, <intp_t>&c.resp_flags - base,
+            <intp_t>&c.orig_pkts - base, <intp_t>&c.resp_pkts - base,
+            <intp_t>&c.orig_bytes - base, <intp_t>&c.resp_bytes - base,
+            <intp_t>&c.first_ts - base, <intp_t>&c.last_ts - base]
+
+
 cdef conn4_t _dummy4
 cdef conn6_t _dummy6
-cdef intp_t _base4 = <intp_t>&_dummy4
-cdef intp_t _base6 = <intp_t>&_dummy6
 
-_COMMON_FIELDS = ["orig_p", "resp_p", "state", "status", "orig_flags", "resp_flags",
+_FIELDS = ["orig_p", "resp_p", "state", "status", "orig_flags", "resp_flags",
                   "orig_pkts", "resp_pkts", "orig_bytes", "resp_bytes", "first_ts", "last_ts"]
-_COMMON_FORMATS = ["<u2", "<u2", "u1", "u1", "u1", "u1", "<u4", "<u4", "<u8", "<u8", "<i8", "<i8"]
+_FORMATS = ["<u2", "<u2", "u1", "u1", "u1", "u1", "<u4", "<u4", "<u8", "<u8", "<i8", "<i8"]
 
-CONN4_DTYPE = _struct_dtype(
-    ["orig_h", "resp_h"] + _COMMON_FIELDS,
-    [<intp_t>&_dummy4.orig_h - _base4, <intp_t>&_dummy4.resp_h - _base4,
-     <intp_t>&_dummy4.orig_p - _base4, <intp_t>&_dummy4.resp_p - _base4,
-     <intp_t>&_dummy4.state - _base4, <intp_t>&_dummy4.status - _base4,
-     <intp_t>&_dummy4.orig_flags - _base4, <intp_t>&_dummy4.resp_flags - _base4,
-     <intp_t>&_dummy4.orig_pkts - _base4, <intp_t>&_dummy4.resp_pkts - _base4,
-     <intp_t>&_dummy4.orig_bytes - _base4, <intp_t>&_dummy4.resp_bytes - _base4,
-     <intp_t>&_dummy4.first_ts - _base4, <intp_t>&_dummy4.last_ts - _base4],
-    ["<u4", "<u4"] + _COMMON_FORMATS,
-    sizeof(conn4_t),
-)
-CONN6_DTYPE = _struct_dtype(
-    ["orig_h", "resp_h"] + _COMMON_FIELDS,
-    [<intp_t>&_dummy6.orig_h - _base6, <intp_t>&_dummy6.resp_h - _base6,
-     <intp_t>&_dummy6.orig_p - _base6, <intp_t>&_dummy6.resp_p - _base6,
-     <intp_t>&_dummy6.state - _base6, <intp_t>&_dummy6.status - _base6,
-     <intp_t>&_dummy6.orig_flags - _base6, <intp_t>&_dummy6.resp_flags - _base6,
-     <intp_t>&_dummy6.orig_pkts - _base6, <intp_t>&_dummy6.resp_pkts - _base6,
-     <intp_t>&_dummy6.orig_bytes - _base6, <intp_t>&_dummy6.resp_bytes - _base6,
-     <intp_t>&_dummy6.first_ts - _base6, <intp_t>&_dummy6.last_ts - _base6],
-    [("u1", (16,)), ("u1", (16,))] + _COMMON_FORMATS,
-    sizeof(conn6_t),
-)
+_FIELDS = ["orig_h", "resp_h", "orig_p", "resp_p", "state", "status", "orig_flags",
+           "resp_flags", "orig_pkts", "resp_pkts", "orig_bytes", "resp_bytes", "first_ts",
+           "last_ts"]
+# native byte order: the dtypes describe the structs in this process's memory
+_COUNTER_FORMATS = ["u2", "u2", "u1", "u1", "u1", "u1", "u4", "u4", "u8", "u8", "i8", "i8"]
+CONN4_DTYPE = _struct_dtype(_FIELDS, field_offsets(&_dummy4), ["u4", "u4"] + _COUNTER_FORMATS,
+                            sizeof(conn4_t))
+CONN6_DTYPE = _struct_dtype(_FIELDS, field_offsets(&_dummy6),
+                            [("u1", (16,)), ("u1", (16,))] + _COUNTER_FORMATS, sizeof(conn6_t))
+
 
 cdef struct one_event_t:
     # storage for a single event, for scalar lookups
