@@ -82,6 +82,7 @@ cdef struct table_t:
     intp_t used                 # records ever handed out (high-water mark)
     intp_t tombstones
     intp_t max_filled           # count + tombstones may not exceed this (probes stay short)
+    uint64_t slot_changes       # index slots written by the kernel so far (see probe_start)
     int64_t free_head           # first free record below `used`, -1 if none
     uint64_t k0                 # hash key (secret, per tracker)
     uint64_t k1

@@ -249,10 +249,13 @@ cdef inline intp_t find(probe_t ix, const conn_t* recs, const events_t* ev, intp
     return -1
 
 
-cdef inline void prefetch_record(probe_t ix, const conn_t* recs, uint64_t h,
-                                 uint64_t home) noexcept nogil:
-    # Walks the probe by tags only (its slots share the prefetched cache line as a rule) and
-    # prefetches the first record whose tag matches: almost always the connection itself.
+cdef inline uint64_t walk_tags(probe_t ix, const conn_t* recs, uint64_t h,
+                               uint64_t home) noexcept nogil:
+    """Where a probe for hash h should start: its first tag match, or the empty slot ending it.
+
+    Walks by tags only (the slots share the prefetched cache line as a rule) and prefetches
+    the record of the match, which is almost always the connection itself.
+    """
     cdef uint32_t tag = <uint32_t>(h >> 32) & ix.tag_mask
     cdef uint64_t p = home
     cdef uint32_t slot = ix.index[p]
@@ -263,11 +266,12 @@ cdef inline void prefetch_record(probe_t ix, const conn_t* recs, uint64_t h,
             FT_PREFETCH(c)
             # records are not line-aligned: fetch the line holding the last byte too
             FT_PREFETCH((<const char*>c) + sizeof(conn_t) - 1)
-            return
+            return p
         p += 1
         if p == ix.nslots:
             p = 0
         slot = ix.index[p]
+    return p
 
 
 cdef inline void count_segment(conn_t* c, int d, const events_t* ev, intp_t i) noexcept nogil:
@@ -298,6 +302,7 @@ cdef inline void remove_connection(table_t* t, conn_t* recs, intp_t rid, uint64_
     t.count -= 1
     t.index[pos] = SLOT_TOMB
     t.tombstones += 1
+    t.slot_changes += 1
     c.status = 0
     c.orig_pkts = <uint32_t>t.free_head if t.free_head >= 0 else 0xffffffffu
     t.free_head = rid
@@ -315,9 +320,11 @@ cdef inline intp_t allocate_record(table_t* t, conn_t* recs) noexcept nogil:
 
 
 cdef struct ring_t:
-    # Hashes and home slots of the events ahead of the one being applied.
+    # What the stages ahead found out about the events before the one being applied.
     uint64_t hash[RING]
-    uint64_t home[RING]
+    uint64_t home[RING]          # home slot
+    uint64_t walked[RING]        # where walk_tags stopped
+    uint64_t walked_at[RING]     # table_t.slot_changes when it did
 
 
 cdef inline void stage_hash(ring_t* ring, probe_t ix, const table_t* t, const conn_t* recs,
@@ -329,24 +336,38 @@ cdef inline void stage_hash(ring_t* ring, probe_t ix, const table_t* t, const co
     FT_PREFETCH(&ix.index[home])
 
 
+cdef inline void stage_walk(ring_t* ring, probe_t ix, const table_t* t, const conn_t* recs,
+                            intp_t j) noexcept nogil:
+    cdef intp_t k = j & (RING - 1)
+    ring.walked[k] = walk_tags(ix, recs, ring.hash[k], ring.home[k])
+    ring.walked_at[k] = t.slot_changes
+
+
+cdef inline uint64_t probe_start(const ring_t* ring, const table_t* t, intp_t i) noexcept nogil:
+    # The walk's result holds while no slot has changed since; slots before it hold no tag
+    # match, so the probe may start there. Otherwise start over from home.
+    cdef intp_t k = i & (RING - 1)
+    return ring.walked[k] if ring.walked_at[k] == t.slot_changes else ring.home[k]
+
+
 cdef inline void pipeline_start(ring_t* ring, probe_t ix, const table_t* t, const conn_t* recs,
                                 const events_t* ev, intp_t start, intp_t n) noexcept nogil:
     cdef intp_t j
     for j in range(start, min(start + HASH_AHEAD, n)):
         stage_hash(ring, ix, t, recs, ev, j)
     for j in range(start, min(start + RECORD_AHEAD, n)):
-        prefetch_record(ix, recs, ring.hash[j & (RING - 1)], ring.home[j & (RING - 1)])
+        stage_walk(ring, ix, t, recs, j)
 
 
 cdef inline void pipeline_advance(ring_t* ring, probe_t ix, const table_t* t, const conn_t* recs,
                                   const events_t* ev, intp_t i, intp_t n) noexcept nogil:
-    """Before applying event i: hash event i+HASH_AHEAD, prefetch the record of i+RECORD_AHEAD."""
+    """Before applying event i: hash event i+HASH_AHEAD, walk the probe of i+RECORD_AHEAD."""
     cdef intp_t j = i + HASH_AHEAD
     if j < n:
         stage_hash(ring, ix, t, recs, ev, j)
     j = i + RECORD_AHEAD
     if j < n:
-        prefetch_record(ix, recs, ring.hash[j & (RING - 1)], ring.home[j & (RING - 1)])
+        stage_walk(ring, ix, t, recs, j)
 
 
 cdef int apply_batch(table_t* t, conn_t* recs, const events_t* ev, intp_t start, intp_t n,
@@ -373,7 +394,7 @@ cdef int apply_batch(table_t* t, conn_t* recs, const events_t* ev, intp_t start,
     for i in range(start, n):
         pipeline_advance(&ring, ix, t, recs, ev, i, n)
         h = ring.hash[i & (RING - 1)]
-        pos = ring.home[i & (RING - 1)]
+        pos = probe_start(&ring, t, i)
         cls = class_of[ev.flags[i]]
         rid = find(ix, recs, ev, i, h, &pos, &first_tomb, &d)
         if rid >= 0:
@@ -436,6 +457,7 @@ cdef int apply_batch(table_t* t, conn_t* recs, const events_t* ev, intp_t start,
                 rid = allocate_record(t, recs)
                 t.index[pos] = (((<uint32_t>(h >> 32)) & ix.tag_mask) << ix.id_bits) | \
                     <uint32_t>(rid + SLOT_ID_BIAS)
+                t.slot_changes += 1
                 c = &recs[rid]
                 start_connection(c, nxt, ev, i)
                 hist[nxt] += 1
@@ -469,7 +491,7 @@ cdef void lookup_batch(const table_t* t, const conn_t* recs, const events_t* ev,
     pipeline_start(&ring, ix, t, recs, ev, 0, n)
     for i in range(n):
         pipeline_advance(&ring, ix, t, recs, ev, i, n)
-        pos = ring.home[i & (RING - 1)]
+        pos = probe_start(&ring, t, i)
         rid = find(ix, recs, ev, i, ring.hash[i & (RING - 1)], &pos, &first_tomb, &d)
         out_conn[i] = rid
         out_state[i] = recs[rid].state if rid >= 0 else 0
