@@ -18,8 +18,9 @@ cdef struct conn4_t:
     uint8_t status              # STATUS_* bits
     uint8_t orig_flags          # OR of the TCP flags sent by the originator
     uint8_t resp_flags          # OR of the TCP flags sent by the responder
-    uint32_t orig_pkts          # segments orig -> resp (free record: index of the next free one)
-    uint32_t resp_pkts          # segments resp -> orig
+    uint32_t orig_pkts          # segments orig -> resp, saturating at 2**32 - 1
+                                # (free record: index of the next free one)
+    uint32_t resp_pkts          # segments resp -> orig, saturating
     uint64_t orig_bytes         # payload bytes orig -> resp
     uint64_t resp_bytes         # payload bytes resp -> orig
     int64_t first_ts            # timestamp of the first segment, ns

@@ -218,16 +218,16 @@ cdef inline intp_t find(probe_t ix, const conn_t* recs, const events_t* ev, intp
                         uint64_t h, uint64_t* pos, int64_t* first_tomb, int* direction) noexcept nogil:
     """Record index of event i's connection (and its slot in *pos), or -1.
 
-    *pos enters holding the home slot of hash h. When not found, it is left at the empty slot
-    that ended the probe and *first_tomb at the first tombstone passed (-1 if none): the
-    insertion point is the tombstone if there is one.
+    *pos enters holding the slot to start at (the home slot of hash h, or a later one with no
+    tag match before it) and *first_tomb the first tombstone before that slot (-1 if none).
+    When not found, *pos is left at the empty slot that ended the probe and *first_tomb at the
+    first tombstone on the way: the insertion point is the tombstone if there is one.
     """
     cdef uint64_t p = pos[0]
     cdef uint32_t tag = <uint32_t>(h >> 32) & ix.tag_mask
     cdef uint32_t slot
     cdef intp_t rid
     cdef int d
-    first_tomb[0] = -1
     while True:
         slot = ix.index[p]
         if slot == SLOT_EMPTY:
@@ -250,7 +250,7 @@ cdef inline intp_t find(probe_t ix, const conn_t* recs, const events_t* ev, intp
 
 
 cdef inline uint64_t walk_tags(probe_t ix, const conn_t* recs, uint64_t h,
-                               uint64_t home) noexcept nogil:
+                               uint64_t home, int64_t* tomb) noexcept nogil:
     """Where a probe for hash h should start: its first tag match, or the empty slot ending it.
 
     Walks by tags only (the slots share the prefetched cache line as a rule) and prefetches
@@ -260,8 +260,12 @@ cdef inline uint64_t walk_tags(probe_t ix, const conn_t* recs, uint64_t h,
     cdef uint64_t p = home
     cdef uint32_t slot = ix.index[p]
     cdef const conn_t* c
+    tomb[0] = -1
     while slot != SLOT_EMPTY:
-        if slot != SLOT_TOMB and (slot >> ix.id_bits) == tag:
+        if slot == SLOT_TOMB:
+            if tomb[0] < 0:
+                tomb[0] = <int64_t>p
+        elif (slot >> ix.id_bits) == tag:
             c = &recs[<intp_t>(slot & ix.id_mask) - SLOT_ID_BIAS]
             FT_PREFETCH(c)
             # records are not line-aligned: fetch the line holding the last byte too
@@ -277,7 +281,7 @@ cdef inline uint64_t walk_tags(probe_t ix, const conn_t* recs, uint64_t h,
 cdef inline void count_segment(conn_t* c, int d, const events_t* ev, intp_t i) noexcept nogil:
     # orig_* and resp_* fields are adjacent pairs: index them by direction, without a branch
     cdef int64_t ts = ev.ts[i]
-    (&c.orig_pkts)[d] += 1
+    (&c.orig_pkts)[d] += (&c.orig_pkts)[d] != 0xffffffffu  # saturates rather than wraps
     (&c.orig_bytes)[d] += ev.length[i]
     (&c.orig_flags)[d] |= ev.flags[i]
     if ts > c.last_ts:
@@ -325,6 +329,7 @@ cdef struct ring_t:
     uint64_t home[RING]          # home slot
     uint64_t walked[RING]        # where walk_tags stopped
     uint64_t walked_at[RING]     # table_t.slot_changes when it did
+    int64_t tomb[RING]           # first tombstone the walk passed, -1 if none
 
 
 cdef inline void stage_hash(ring_t* ring, probe_t ix, const table_t* t, const conn_t* recs,
@@ -339,15 +344,20 @@ cdef inline void stage_hash(ring_t* ring, probe_t ix, const table_t* t, const co
 cdef inline void stage_walk(ring_t* ring, probe_t ix, const table_t* t, const conn_t* recs,
                             intp_t j) noexcept nogil:
     cdef intp_t k = j & (RING - 1)
-    ring.walked[k] = walk_tags(ix, recs, ring.hash[k], ring.home[k])
+    ring.walked[k] = walk_tags(ix, recs, ring.hash[k], ring.home[k], &ring.tomb[k])
     ring.walked_at[k] = t.slot_changes
 
 
-cdef inline uint64_t probe_start(const ring_t* ring, const table_t* t, intp_t i) noexcept nogil:
+cdef inline uint64_t probe_start(const ring_t* ring, const table_t* t, intp_t i,
+                                 int64_t* first_tomb) noexcept nogil:
     # The walk's result holds while no slot has changed since; slots before it hold no tag
     # match, so the probe may start there. Otherwise start over from home.
     cdef intp_t k = i & (RING - 1)
-    return ring.walked[k] if ring.walked_at[k] == t.slot_changes else ring.home[k]
+    if ring.walked_at[k] == t.slot_changes:
+        first_tomb[0] = ring.tomb[k]
+        return ring.walked[k]
+    first_tomb[0] = -1
+    return ring.home[k]
 
 
 cdef inline void pipeline_start(ring_t* ring, probe_t ix, const table_t* t, const conn_t* recs,
@@ -394,7 +404,7 @@ cdef int apply_batch(table_t* t, conn_t* recs, const events_t* ev, intp_t start,
     for i in range(start, n):
         pipeline_advance(&ring, ix, t, recs, ev, i, n)
         h = ring.hash[i & (RING - 1)]
-        pos = probe_start(&ring, t, i)
+        pos = probe_start(&ring, t, i, &first_tomb)
         cls = class_of[ev.flags[i]]
         rid = find(ix, recs, ev, i, h, &pos, &first_tomb, &d)
         if rid >= 0:
@@ -491,7 +501,7 @@ cdef void lookup_batch(const table_t* t, const conn_t* recs, const events_t* ev,
     pipeline_start(&ring, ix, t, recs, ev, 0, n)
     for i in range(n):
         pipeline_advance(&ring, ix, t, recs, ev, i, n)
-        pos = probe_start(&ring, t, i)
+        pos = probe_start(&ring, t, i, &first_tomb)
         rid = find(ix, recs, ev, i, ring.hash[i & (RING - 1)], &pos, &first_tomb, &d)
         out_conn[i] = rid
         out_state[i] = recs[rid].state if rid >= 0 else 0
@@ -530,7 +540,7 @@ cdef void probe_lengths(const table_t* t, const conn_t* recs, int64_t* out) noex
         p = fastrange(h, t.nslots)
         want = <uint32_t>(rid + SLOT_ID_BIAS)
         length = 1
-        while (t.index[p] & t.id_mask) != want:
+        while (t.index[p] & t.id_mask) != want and <uint64_t>length <= t.nslots:
             p += 1
             length += 1
             if p == t.nslots:
@@ -606,24 +616,37 @@ cdef class FlowTable:
     cdef object _hist          # numpy int64 [n_states]
     cdef object _model_arrays  # keeps the compiled model's buffers alive
 
-    def __cinit__(self, int family, intp_t capacity, const uint8_t[::1] class_of,
-                  const uint8_t[::1] trans, const uint8_t[::1] actions, intp_t n_states,
+    def __cinit__(self, int family, intp_t capacity, class_of, trans, actions, intp_t n_states,
                   intp_t n_classes, keys):
         if family not in (4, 6):
             raise ValueError(f"address family must be 4 or 6, not {family!r}")
         if not 1 <= capacity <= MAX_CAPACITY:
             raise ValueError(f"capacity must be between 1 and {MAX_CAPACITY}, not {capacity}")
-        if class_of.shape[0] != 256:
-            raise ValueError("class_of must have 256 entries")
+        if not 1 <= n_states < IGNORE or n_classes < 1:
+            raise ValueError(f"a model has 1 to {IGNORE - 1} states and at least one class")
+        # private copies, checked once: the kernel indexes with these values unchecked
+        class_of = np.array(class_of, dtype=np.uint8, copy=True).ravel()
+        trans = np.array(trans, dtype=np.uint8, copy=True).ravel()
+        actions = np.array(actions, dtype=np.uint8, copy=True).ravel()
+        if class_of.shape[0] != 256 or class_of.max() >= n_classes:
+            raise ValueError(f"class_of must map 256 flag bytes to classes below {n_classes}")
         if trans.shape[0] != n_states * 2 * n_classes or actions.shape[0] != trans.shape[0]:
             raise ValueError("transition and action tables must have n_states * 2 * n_classes cells")
+        if ((trans >= n_states) & (trans != INVALID) & (trans != IGNORE)).any():
+            raise ValueError(f"transition cells must name a state below {n_states}, "
+                             f"INVALID or IGNORE")
+        if actions.max() > A_CLOSE_UNREPLIED:
+            raise ValueError(f"action codes are 0..{A_CLOSE_UNREPLIED}")
+        cdef const uint8_t[::1] class_v = class_of
+        cdef const uint8_t[::1] trans_v = trans
+        cdef const uint8_t[::1] actions_v = actions
         memset(&self.t, 0, sizeof(table_t))
         memset(&self.totals, 0, sizeof(counts_t))
         self.family = family
         self._model_arrays = (class_of, trans, actions)
-        self.t.class_of = &class_of[0]
-        self.t.trans = &trans[0]
-        self.t.actions = &actions[0]
+        self.t.class_of = &class_v[0]
+        self.t.trans = &trans_v[0]
+        self.t.actions = &actions_v[0]
         self.t.n_states = n_states
         self.t.n_classes = n_classes
         k0, k1, k2, k3 = keys
@@ -807,6 +830,7 @@ cdef class FlowTable:
         self._one_event(&one, src, sport, dst, dport)
         h = self._hash_one(&one)
         pos = fastrange(h, ix.nslots)
+        first_tomb = -1
         if self.family == 4:
             rid = find(ix, <conn4_t*>self._records_ptr(), &one.ev, 0, h, &pos, &first_tomb, &d)
         else:

@@ -297,7 +297,9 @@ CONNTRACK_ALIASES = {
 #    sequence numbers. Flags-only, fasttcp takes the reopen both ways.
 #  - `~` on RST: an entry whose responder has not answered is deleted at once.
 # Left out, because they need sequence numbers: window checks, the RFC 5961 challenge-ACK case in
-# LAST_ACK, and resynchronising on an ignored SYN.
+# LAST_ACK, and resynchronising on an ignored SYN. Also left out: an originator SYN ignored in
+# SYN_RECV2 makes the kernel forget the simultaneous-open flag (it resets last_flags), so a later
+# reply ACK leaves it in SYN_RECV; here SYN_RECV2 keeps completing on that ACK.
 CONNTRACK_RULES = """
 # dir  class        sNO  sSS  sSR  sES  sFW  sCW  sLA  sTW  sCL  sS2  sR2
 orig   SYN          sSS  sSS  sIG  sIG  sIG  sIG  sIG  sSS* sSS* sS2  sIG

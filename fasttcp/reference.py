@@ -20,6 +20,8 @@ import numpy as np
 from fasttcp._engine import ACTION_CLOSE_UNREPLIED, ACTION_REOPEN, IGNORE, INVALID
 from fasttcp.models import Model, get_model
 
+PKTS_MAX = 2**32 - 1  # packet counters are uint32 in the engine and saturate there
+
 
 class Conn:
     """One connection's record, field for field as in the engine's CONN4/CONN6 dtypes."""
@@ -40,11 +42,11 @@ class Conn:
 
     def count(self, direction: int, flags: int, length: int, ts: int) -> None:
         if direction == 0:
-            self.orig_pkts += 1
+            self.orig_pkts = min(self.orig_pkts + 1, PKTS_MAX)
             self.orig_bytes += length
             self.orig_flags |= flags
         else:
-            self.resp_pkts += 1
+            self.resp_pkts = min(self.resp_pkts + 1, PKTS_MAX)
             self.resp_bytes += length
             self.resp_flags |= flags
         self.last_ts = max(self.last_ts, ts)

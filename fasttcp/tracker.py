@@ -134,7 +134,9 @@ def _integer_column(name: str, arr: Any, dtype: np.dtype, n: Optional[int]) -> n
         if len(arr) and (arr.min() < info.min or arr.max() > info.max):
             raise ValueError(f"{name} has values outside {info.min}..{info.max}")
         arr = arr.astype(dtype)
-    return np.ascontiguousarray(arr)
+    arr = np.ascontiguousarray(arr)
+    # a field of a packed structured array can be misaligned; the kernel needs natural alignment
+    return arr if arr.flags.aligned else arr.copy()
 
 
 def _address_columns(src: Any, dst: Any, n: int) -> tuple[int, np.ndarray, np.ndarray]:
@@ -152,7 +154,9 @@ def _address_columns(src: Any, dst: Any, n: int) -> tuple[int, np.ndarray, np.nd
             if len(arr) != n:
                 raise ValueError(f"{name} has {len(arr)} rows, expected {n} like ts")
             families.add(6)
-            arr = np.require(arr, requirements=["C", "A"]).view(np.uint64)
+            arr = np.ascontiguousarray(arr).view(np.uint64)
+            if not arr.flags.aligned:
+                arr = arr.copy()
         else:
             families.add(4)
             arr = _integer_column(name, arr, np.dtype(np.uint32), n)
@@ -373,8 +377,9 @@ class Tracker:
         0
         """
         counts = np.zeros(len(self.model.states), dtype=np.int64)
-        for table in self._tables.values():
-            counts += table.histogram
+        with self._lock:
+            for table in self._tables.values():
+                counts += table.histogram
         return dict(zip(self.model.states, counts.tolist()))
 
     def records(self, family: int = 4) -> np.ndarray:
@@ -386,17 +391,21 @@ class Tracker:
         """
         if family not in (4, 6):
             raise ValueError(f"family must be 4 or 6, not {family!r}")
-        table = self._tables.get(family)
-        if table is None:
-            return np.zeros(0, dtype=CONN4_DTYPE if family == 4 else CONN6_DTYPE)
-        return table.records
+        with self._lock:
+            table = self._tables.get(family)
+            if table is None:
+                return np.zeros(0, dtype=CONN4_DTYPE if family == 4 else CONN6_DTYPE)
+            return table.records
 
     @property
     def stats(self) -> dict[str, int]:
         """Totals since creation: events, new, valid, invalid, ignored, untracked, closed."""
         totals: dict[str, int] = {}
-        for table in self._tables.values():
-            for key, value in table.totals.items():
+        with self._lock:
+            tables = list(self._tables.values())
+            per_table = [table.totals for table in tables]
+        for counts in per_table:
+            for key, value in counts.items():
                 totals[key] = totals.get(key, 0) + value
         return totals or dict.fromkeys(("events", "new", "valid", "invalid", "ignored",
                                         "untracked", "closed"), 0)
@@ -408,7 +417,9 @@ class Tracker:
         {}
         """
         usage = {}
-        for family, table in sorted(self._tables.items()):
+        with self._lock:
+            tables = sorted(self._tables.items())
+        for family, table in tables:
             total = table.nbytes_records + table.nbytes_index
             usage[family] = {"records": table.nbytes_records, "index": table.nbytes_index,
                              "total": total, "capacity": table.capacity,
@@ -417,19 +428,22 @@ class Tracker:
 
     def bytes_per_connection(self, family: int = 4) -> float:
         """Record plus index bytes per connection when the family's table is full."""
-        table = self._table(family)
-        return (table.nbytes_records + table.nbytes_index) / table.capacity
+        with self._lock:
+            table = self._table(family)
+            return (table.nbytes_records + table.nbytes_index) / table.capacity
 
     def probe_lengths(self, family: int = 4) -> np.ndarray:
         """Index slots examined to find each live connection (1 = its home slot)."""
-        table = self._tables.get(family)
-        if table is None:
-            return np.zeros(0, dtype=np.int64)
-        lengths = table.probe_lengths()
+        with self._lock:
+            table = self._tables.get(family)
+            if table is None:
+                return np.zeros(0, dtype=np.int64)
+            lengths = table.probe_lengths()
         return lengths[lengths > 0]
 
     def __len__(self) -> int:
-        return sum(len(t) for t in self._tables.values())
+        with self._lock:
+            return sum(len(t) for t in self._tables.values())
 
     def __repr__(self) -> str:
         return (f"Tracker(model={self.model.name!r}, connections={len(self)}, "

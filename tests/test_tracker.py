@@ -271,3 +271,82 @@ def test_addresses_helper():
     assert six.shape == (1, 16) and six[0, 15] == 1
     with pytest.raises(ValueError, match="mixed"):
         addresses(["10.0.0.1", "::1"])
+
+
+def test_readers_during_updates_do_not_hang_or_tear():
+    # one thread creates and drops connections; readers run meanwhile. Each batch opens and
+    # drops every key it touches, so a reader that is properly serialised with the batches
+    # always sees an empty tracker.
+    t = Tracker(capacity=4096, seed=14)
+    m = 20_000
+    keys = np.arange(m, dtype=np.uint32) // 2
+    churn = dict(ts=np.arange(m), src=keys, sport=np.full(m, 1), dst=np.full(m, 2, np.uint32),
+                 dport=np.full(m, 3), flags=np.where(np.arange(m) % 2 == 0, SYN, RST))
+    done = threading.Event()
+
+    def writer():
+        for _ in range(20):
+            t.update(**churn)
+        done.set()
+
+    th = threading.Thread(target=writer)
+    th.start()
+    while not done.is_set():
+        lengths = t.probe_lengths()
+        assert len(lengths) == 0
+        assert sum(t.histogram().values()) == 0 and len(t) == 0
+    th.join(timeout=60)
+    assert not th.is_alive() and len(t) == 0
+
+
+def test_tombstones_are_reused_by_later_batches():
+    t = Tracker(capacity=64, seed=15)
+    for i in range(50):  # the same key opened and dropped, one batch each
+        run([("c", SYN), ("c", RST)], tracker=t)
+    assert t._tables[4].tombstones <= 1
+
+
+def test_misaligned_inputs_give_the_same_result():
+    n = 50
+    buf = np.zeros(n * 32 + 3, np.uint8)
+    src, dst = buf[1:1 + n * 16].reshape(n, 16), buf[1 + n * 16:1 + 2 * n * 16].reshape(n, 16)
+    src[:, 15], dst[:, 15] = np.arange(n), 200
+    aligned_src, aligned_dst = src.copy(), dst.copy()
+    a, b = Tracker(seed=16), Tracker(seed=16)
+    a.update(np.arange(n), src, np.arange(n), dst, np.full(n, 80), np.full(n, SYN))
+    b.update(np.arange(n), aligned_src, np.arange(n), aligned_dst, np.full(n, 80), np.full(n, SYN))
+    assert snapshot(a) == snapshot(b) and len(a) == n
+    one = np.zeros(1, EVENT_DTYPE)  # packed: length sits at offset 21
+    one["flags"] = SYN
+    assert Tracker().update(one).new == 1
+    six = np.zeros(3, EVENT6_DTYPE)
+    six["flags"] = SYN
+    assert Tracker().update(six[1:2]).new == 1
+
+
+def test_model_arrays_are_copied_and_checked_by_the_engine():
+    from fasttcp import _engine
+    from fasttcp.models import conntrack
+    m = conntrack()
+    t = Tracker(m, capacity=8, seed=17)
+    run(HANDSHAKE, tracker=t)
+    m.table.flags.writeable = True
+    m.table[:] = 200  # would index past the histogram if the engine read it
+    run([("c", ACK)], tracker=t)
+    assert t.histogram()["ESTABLISHED"] == 1
+    bad = m.table.copy()
+    with pytest.raises(ValueError, match="name a state"):
+        _engine.FlowTable(4, 8, m.class_of, bad.ravel(), m.actions.ravel(), len(m.states),
+                          len(m.flag_classes), (1, 2, 3, 4))
+    with pytest.raises(ValueError, match="classes below"):
+        _engine.FlowTable(4, 8, np.full(256, 99, np.uint8), m.table.ravel(), m.actions.ravel(),
+                          len(m.states), len(m.flag_classes), (1, 2, 3, 4))
+
+
+def test_packet_counters_saturate():
+    t, _, _ = run(HANDSHAKE)
+    recs = t.records(4)
+    recs.flags.writeable = True  # the view's base is the live table: poke a counter to its end
+    recs["orig_pkts"][0] = 2**32 - 2
+    run([("c", ACK), ("c", ACK)], tracker=t)
+    assert t.lookup(CLIENT[0], CLIENT[1], SERVER[0], SERVER[1]).orig_pkts == 2**32 - 1
