@@ -15,6 +15,9 @@ from fasttcp.tracker import (
     INVALID,
     NEW,
     STATUS_ALIVE,
+    STATUS_FLIPPED,
+    STATUS_ILLEGAL_SHIFT,
+    STATUS_PICKED_UP,
     STATUS_REPLIED,
     VALID,
     VERDICTS,
@@ -31,4 +34,5 @@ __all__ = [
     "Model", "compile_model", "get_model", "FLAG_CLASSES", "addresses",
     "EVENT_DTYPE", "EVENT6_DTYPE", "CONN4_DTYPE", "CONN6_DTYPE",
     "VERDICTS", "NEW", "VALID", "INVALID", "IGNORED", "STATUS_ALIVE", "STATUS_REPLIED",
+    "STATUS_FLIPPED", "STATUS_PICKED_UP", "STATUS_ILLEGAL_SHIFT",
 ]

@@ -90,9 +90,11 @@ cdef struct table_t:
     uint64_t k2
     uint64_t k3
     int64_t* hist               # live connections per state
+    int64_t* class_counts       # segments seen per flag class
     # the compiled model
     const uint8_t* class_of     # flag byte -> flag class
     const uint8_t* trans        # [state, direction, class] -> next state / INVALID / IGNORE
     const uint8_t* actions      # [state, direction, class] -> ACTION_*
+    const uint8_t* illegal      # [class] -> 1 if segments of the class are counted as illegal
     intp_t n_states
     intp_t n_classes

@@ -50,10 +50,15 @@ cdef enum:
 ACTION_NONE = 0
 ACTION_REOPEN = 1
 ACTION_CLOSE_UNREPLIED = 2
+ACTION_FLIP = 3
+ACTION_PICKUP = 4
 cdef enum:
     A_NONE = 0
     A_REOPEN = 1
     A_CLOSE_UNREPLIED = 2
+    A_FLIP = 3           # on creation: the receiver of the first segment is the originator
+    A_PICKUP = 4         # on creation: the connection was picked up mid-stream
+    A_LAST = 4
 
 VERDICT_NEW = 0
 VERDICT_VALID = 1
@@ -67,9 +72,16 @@ cdef enum:
 
 STATUS_ALIVE = 1
 STATUS_REPLIED = 2
+STATUS_FLIPPED = 4
+STATUS_PICKED_UP = 8
+STATUS_ILLEGAL_SHIFT = 4
 cdef enum:
     S_ALIVE = 1
     S_REPLIED = 2        # the responder has sent a segment the model did not call invalid
+    S_FLIPPED = 4        # the first segment came from the responder (ACTION_FLIP)
+    S_PICKED_UP = 8      # no handshake was seen (ACTION_PICKUP)
+    S_ILLEGAL_ONE = 16   # the high 4 bits count illegal segments, saturating at 15
+    S_ILLEGAL_MAX = 0xF0
 
 cdef enum:
     SLOT_EMPTY = 0
@@ -185,16 +197,17 @@ cdef inline int match_direction(const conn_t* c, const events_t* ev, intp_t i) n
     return -1
 
 
-cdef inline void set_endpoints(conn_t* c, const events_t* ev, intp_t i) noexcept nogil:
-    """Makes the sender of event i the originator of c."""
-    c.orig_p = ev.sport[i]
-    c.resp_p = ev.dport[i]
+cdef inline void set_endpoints(conn_t* c, const events_t* ev, intp_t i, bint flip) noexcept nogil:
+    """Makes the sender of event i the originator of c, or its receiver if flip."""
+    cdef intp_t sender = 1 if flip else 0  # index of the sender's fields in (orig, resp)
+    (&c.orig_p)[sender] = ev.sport[i]
+    (&c.orig_p)[1 - sender] = ev.dport[i]
     if conn_t is conn4_t:
-        c.orig_h = ev.src4[i]
-        c.resp_h = ev.dst4[i]
+        (&c.orig_h)[sender] = ev.src4[i]
+        (&c.orig_h)[1 - sender] = ev.dst4[i]
     else:
-        c.orig_h = ev.src6[i]
-        c.resp_h = ev.dst6[i]
+        (&c.orig_h)[sender] = ev.src6[i]
+        (&c.orig_h)[1 - sender] = ev.dst6[i]
 
 
 cdef struct probe_t:
@@ -288,16 +301,26 @@ cdef inline void count_segment(conn_t* c, int d, const events_t* ev, intp_t i) n
         c.last_ts = ts
 
 
-cdef inline void start_connection(conn_t* c, uint8_t state, const events_t* ev,
+cdef inline void start_connection(conn_t* c, uint8_t state, uint8_t act, const events_t* ev,
                                   intp_t i) noexcept nogil:
-    set_endpoints(c, ev, i)
+    cdef bint flip = act == A_FLIP
+    set_endpoints(c, ev, i, flip)
     c.state = state
     c.status = S_ALIVE
+    if flip:
+        c.status |= S_FLIPPED | S_REPLIED
+    elif act == A_PICKUP:
+        c.status |= S_PICKED_UP
     c.orig_flags = c.resp_flags = 0
     c.orig_pkts = c.resp_pkts = 0
     c.orig_bytes = c.resp_bytes = 0
     c.first_ts = c.last_ts = ev.ts[i]
-    count_segment(c, 0, ev, i)
+    count_segment(c, flip, ev, i)
+
+
+cdef inline void count_illegal(conn_t* c) noexcept nogil:
+    if (c.status & S_ILLEGAL_MAX) != S_ILLEGAL_MAX:
+        c.status += S_ILLEGAL_ONE
 
 
 cdef inline void remove_connection(table_t* t, conn_t* recs, intp_t rid, uint64_t pos) noexcept nogil:
@@ -390,6 +413,8 @@ cdef int apply_batch(table_t* t, conn_t* recs, const events_t* ev, intp_t start,
     cdef const uint8_t* actions = t.actions
     cdef const uint8_t* class_of = t.class_of
     cdef int64_t* hist = t.hist
+    cdef int64_t* class_counts = t.class_counts
+    cdef const uint8_t* illegal = t.illegal
     cdef intp_t n_classes = t.n_classes
     cdef counts_t c_n = cnt[0]
     cdef intp_t i, rid
@@ -406,9 +431,12 @@ cdef int apply_batch(table_t* t, conn_t* recs, const events_t* ev, intp_t start,
         h = ring.hash[i & (RING - 1)]
         pos = probe_start(&ring, t, i, &first_tomb)
         cls = class_of[ev.flags[i]]
+        class_counts[cls] += 1
         rid = find(ix, recs, ev, i, h, &pos, &first_tomb, &d)
         if rid >= 0:
             c = &recs[rid]
+            if illegal[cls]:
+                count_illegal(c)
             old = c.state
             cell = (old * 2 + d) * n_classes + cls
             nxt = trans[cell]
@@ -428,7 +456,9 @@ cdef int apply_batch(table_t* t, conn_t* recs, const events_t* ev, intp_t start,
                 hist[old] -= 1
                 hist[nxt] += 1
                 c_n.closed += 1
-                start_connection(c, nxt, ev, i)
+                start_connection(c, nxt, A_NONE, ev, i)
+                if illegal[cls]:
+                    count_illegal(c)
                 verdict = V_NEW
                 c_n.new += 1
             else:
@@ -459,6 +489,7 @@ cdef int apply_batch(table_t* t, conn_t* recs, const events_t* ev, intp_t start,
                 state_out = 0
             else:
                 if t.count >= t.capacity or t.count + t.tombstones >= t.max_filled:
+                    class_counts[cls] -= 1  # the event is applied again after the resize
                     rc = RC_NEED_SPACE
                     break
                 if first_tomb >= 0:
@@ -469,7 +500,9 @@ cdef int apply_batch(table_t* t, conn_t* recs, const events_t* ev, intp_t start,
                     <uint32_t>(rid + SLOT_ID_BIAS)
                 t.slot_changes += 1
                 c = &recs[rid]
-                start_connection(c, nxt, ev, i)
+                start_connection(c, nxt, act, ev, i)
+                if illegal[cls]:
+                    count_illegal(c)
                 hist[nxt] += 1
                 t.count += 1
                 verdict = V_NEW
@@ -614,10 +647,11 @@ cdef class FlowTable:
     cdef object _records       # numpy structured array, CONN4_DTYPE or CONN6_DTYPE
     cdef object _index         # numpy uint32
     cdef object _hist          # numpy int64 [n_states]
+    cdef object _class_counts  # numpy int64 [n_classes]
     cdef object _model_arrays  # keeps the compiled model's buffers alive
 
-    def __cinit__(self, int family, intp_t capacity, class_of, trans, actions, intp_t n_states,
-                  intp_t n_classes, keys):
+    def __cinit__(self, int family, intp_t capacity, class_of, trans, actions, illegal,
+                  intp_t n_states, intp_t n_classes, keys):
         if family not in (4, 6):
             raise ValueError(f"address family must be 4 or 6, not {family!r}")
         if not 1 <= capacity <= MAX_CAPACITY:
@@ -628,6 +662,9 @@ cdef class FlowTable:
         class_of = np.array(class_of, dtype=np.uint8, copy=True).ravel()
         trans = np.array(trans, dtype=np.uint8, copy=True).ravel()
         actions = np.array(actions, dtype=np.uint8, copy=True).ravel()
+        illegal = (np.array(illegal, copy=True).ravel() != 0).astype(np.uint8)
+        if illegal.shape[0] != n_classes:
+            raise ValueError(f"illegal must have one entry per flag class ({n_classes})")
         if class_of.shape[0] != 256 or class_of.max() >= n_classes:
             raise ValueError(f"class_of must map 256 flag bytes to classes below {n_classes}")
         if trans.shape[0] != n_states * 2 * n_classes or actions.shape[0] != trans.shape[0]:
@@ -635,15 +672,17 @@ cdef class FlowTable:
         if ((trans >= n_states) & (trans != INVALID) & (trans != IGNORE)).any():
             raise ValueError(f"transition cells must name a state below {n_states}, "
                              f"INVALID or IGNORE")
-        if actions.max() > A_CLOSE_UNREPLIED:
-            raise ValueError(f"action codes are 0..{A_CLOSE_UNREPLIED}")
+        if actions.max() > A_LAST:
+            raise ValueError(f"action codes are 0..{A_LAST}")
         cdef const uint8_t[::1] class_v = class_of
         cdef const uint8_t[::1] trans_v = trans
         cdef const uint8_t[::1] actions_v = actions
+        cdef const uint8_t[::1] illegal_v = illegal
         memset(&self.t, 0, sizeof(table_t))
         memset(&self.totals, 0, sizeof(counts_t))
         self.family = family
-        self._model_arrays = (class_of, trans, actions)
+        self._model_arrays = (class_of, trans, actions, illegal)
+        self.t.illegal = &illegal_v[0]
         self.t.class_of = &class_v[0]
         self.t.trans = &trans_v[0]
         self.t.actions = &actions_v[0]
@@ -654,6 +693,9 @@ cdef class FlowTable:
         self._hist = np.zeros(n_states, dtype=np.int64)
         cdef int64_t[::1] hist = self._hist
         self.t.hist = &hist[0]
+        self._class_counts = np.zeros(n_classes, dtype=np.int64)
+        cdef int64_t[::1] class_counts = self._class_counts
+        self.t.class_counts = &class_counts[0]
         self.t.free_head = -1
         self._allocate(capacity)
 
@@ -886,6 +928,13 @@ cdef class FlowTable:
     def histogram(self):
         """Read-only int64 view: live connections per state code."""
         view = self._hist[:]
+        view.flags.writeable = False
+        return view
+
+    @property
+    def class_counts(self):
+        """Read-only int64 view: segments seen per flag class code."""
+        view = self._class_counts[:]
         view.flags.writeable = False
         return view
 

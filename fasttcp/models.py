@@ -16,6 +16,15 @@ lines under a row give the reasons. A cell may carry a marker:
 ``~`` (close unless replied)
     after the transition the connection is removed if the responder has not yet sent a segment
     the model accepted (netfilter drops an entry whose only reply is a RST).
+``^`` (flip; in row 0 only)
+    the connection is created with the *receiver* of this segment as originator, as Zeek does
+    when the first segment seen is a SYN-ACK. The cell's state is then read with the roles
+    swapped (originator first).
+``+`` (pickup; in row 0 only)
+    the connection is created flagged as picked up mid-stream (no handshake seen).
+
+Segments of the model's illegal flag classes are also counted, globally per class and per
+connection.
 
 Example
 -------
@@ -35,7 +44,9 @@ import numpy as np
 
 from fasttcp._engine import (
     ACTION_CLOSE_UNREPLIED,
+    ACTION_FLIP,
     ACTION_NONE,
+    ACTION_PICKUP,
     ACTION_REOPEN,
     IGNORE,
     INVALID,
@@ -54,6 +65,7 @@ FIN, SYN, RST, PSH, ACK, URG, ECE, CWR = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x4
 # stacks send. Order matters only for the codes.
 FLAG_CLASSES = ("SYN", "SYNACK", "FIN", "ACK", "RST",
                 "SYNFIN", "SYNRST", "FIN_NOACK", "NULL", "XMAS", "OTHER")
+ILLEGAL_CLASSES = FLAG_CLASSES[5:]
 DIRECTIONS = ("orig", "resp")
 
 # Combinations of FIN SYN RST ACK URG that Linux accepts (tcp_valid_flags in
@@ -93,8 +105,10 @@ def classify_flags(flags: int) -> str:
     return "OTHER"
 
 
-_MARKERS = {"": ACTION_NONE, "*": ACTION_REOPEN, "~": ACTION_CLOSE_UNREPLIED}
-_ACTION_NAMES = {ACTION_NONE: "", ACTION_REOPEN: "reopen", ACTION_CLOSE_UNREPLIED: "close_unreplied"}
+_MARKERS = {"": ACTION_NONE, "*": ACTION_REOPEN, "~": ACTION_CLOSE_UNREPLIED, "^": ACTION_FLIP,
+            "+": ACTION_PICKUP}
+_ACTION_NAMES = {ACTION_NONE: "", ACTION_REOPEN: "reopen", ACTION_CLOSE_UNREPLIED: "close_unreplied",
+                 ACTION_FLIP: "flip", ACTION_PICKUP: "pickup"}
 
 
 @dataclass(frozen=True, eq=False)
@@ -115,6 +129,8 @@ class Model:
         ACTION_* code of each cell.
     timeouts : mapping of state name to seconds
         Idle time after which a connection in that state is expired.
+    illegal_classes : tuple of str
+        Flag classes counted as illegal (scans, broken stacks), per connection and globally.
     """
 
     name: str
@@ -124,6 +140,7 @@ class Model:
     table: np.ndarray
     actions: np.ndarray
     timeouts: Mapping[str, float] = field(default_factory=dict)
+    illegal_classes: tuple = ()
 
     def __post_init__(self) -> None:
         n_states, n_classes = len(self.states), len(self.flag_classes)
@@ -146,9 +163,17 @@ class Model:
         unknown = set(self.timeouts) - set(self.states)
         if unknown:
             raise ValueError(f"timeouts for unknown states {sorted(unknown)}")
+        unknown = set(self.illegal_classes) - set(self.flag_classes)
+        if unknown:
+            raise ValueError(f"illegal classes {sorted(unknown)} are not flag classes")
         for arr in (self.class_of, self.table, self.actions):
             arr.flags.writeable = False
         object.__setattr__(self, "timeouts", MappingProxyType(dict(self.timeouts)))
+
+    @property
+    def illegal_mask(self) -> np.ndarray:
+        """uint8 per flag class: 1 where the class is counted as illegal."""
+        return np.array([c in self.illegal_classes for c in self.flag_classes], dtype=np.uint8)
 
     def state_code(self, name: str) -> int:
         """Code of state `name`."""
@@ -179,6 +204,8 @@ def compile_model(
     flag_classes: Sequence[str] = FLAG_CLASSES,
     classify: Callable[[int], str] = classify_flags,
     timeouts: Mapping[str, float] | None = None,
+    illegal: Sequence[str] | None = None,
+    default: str | None = None,
 ) -> Model:
     """Compiles a text transition table into a `Model`.
 
@@ -198,6 +225,12 @@ def compile_model(
     classify : callable
         Maps a flags byte (0..255) to one of `flag_classes`.
     timeouts : mapping of state name to seconds, optional
+    illegal : sequence of str, optional
+        Flag classes counted as illegal; by default the scan classes of FLAG_CLASSES when the
+        default classes are used, else none.
+    default : str, optional
+        A cell (alias and marker) for every (direction, class) pair no row gives; without it
+        the table must be complete.
 
     Raises
     ------
@@ -238,12 +271,7 @@ def compile_model(
             cells = cells * len(states)
         if len(cells) != len(states):
             raise ValueError(f"row {lineno}: {len(cells)} cells for {len(states)} states")
-        parsed = []
-        for cell in cells:
-            m = re.fullmatch(r"(\w+)([*~]?)", cell)
-            if not m or m.group(1) not in alias_codes:
-                raise ValueError(f"row {lineno}: unknown cell {cell!r}")
-            parsed.append((alias_codes[m.group(1)], _MARKERS[m.group(2)]))
+        parsed = [_parse_cell(cell, alias_codes, f"row {lineno}") for cell in cells]
         dirs = (0, 1) if direction == "*" else (DIRECTIONS.index(direction),)
         for cls_name in classes:
             if cls_name not in flag_classes:
@@ -256,10 +284,17 @@ def compile_model(
                 given[d, cls] = lineno
                 table[:, d, cls] = [code for code, _ in parsed]
                 actions[:, d, cls] = [act for _, act in parsed]
-    missing = [f"({DIRECTIONS[d]}, {c})" for d in (0, 1) for i, c in enumerate(flag_classes)
-               if (d, i) not in given]
+    missing = [(d, i) for d in (0, 1) for i in range(len(flag_classes)) if (d, i) not in given]
+    if missing and default is None:
+        names = ", ".join(f"({DIRECTIONS[d]}, {flag_classes[i]})" for d, i in missing)
+        raise ValueError(f"model {name!r} is incomplete: no row for {names}")
     if missing:
-        raise ValueError(f"model {name!r} is incomplete: no row for {', '.join(missing)}")
+        code, act = _parse_cell(default, alias_codes, "default")
+        for d, i in missing:
+            table[:, d, i] = code
+            actions[:, d, i] = act
+    if illegal is None:
+        illegal = ILLEGAL_CLASSES if flag_classes == FLAG_CLASSES else ()
 
     class_of = np.empty(256, dtype=np.uint8)
     for flags in range(256):
@@ -267,7 +302,16 @@ def compile_model(
         if cls_name not in flag_classes:
             raise ValueError(f"classify({flags:#04x}) gave unknown class {cls_name!r}")
         class_of[flags] = flag_classes.index(cls_name)
-    return Model(name, states, flag_classes, class_of, table, actions, dict(timeouts or {}))
+    return Model(name, states, flag_classes, class_of, table, actions, dict(timeouts or {}),
+                 tuple(illegal))
+
+
+def _parse_cell(cell: str, alias_codes: Mapping[str, int], where: str) -> tuple[int, int]:
+    """(result code, action code) of one cell such as ``sSS*``."""
+    m = re.fullmatch(r"(\w+)([*~^+]?)", cell)
+    if not m or m.group(1) not in alias_codes:
+        raise ValueError(f"{where}: unknown cell {cell!r}")
+    return alias_codes[m.group(1)], _MARKERS[m.group(2)]
 
 
 CONNTRACK_STATES = ("NONE", "SYN_SENT", "SYN_RECV", "ESTABLISHED", "FIN_WAIT", "CLOSE_WAIT",

@@ -17,7 +17,14 @@ from typing import Any, Hashable, Optional, Sequence
 
 import numpy as np
 
-from fasttcp._engine import ACTION_CLOSE_UNREPLIED, ACTION_REOPEN, IGNORE, INVALID
+from fasttcp._engine import (
+    ACTION_CLOSE_UNREPLIED,
+    ACTION_FLIP,
+    ACTION_PICKUP,
+    ACTION_REOPEN,
+    IGNORE,
+    INVALID,
+)
 from fasttcp.models import Model, get_model
 
 PKTS_MAX = 2**32 - 1  # packet counters are uint32 in the engine and saturate there
@@ -26,15 +33,16 @@ PKTS_MAX = 2**32 - 1  # packet counters are uint32 in the engine and saturate th
 class Conn:
     """One connection's record, field for field as in the engine's CONN4/CONN6 dtypes."""
 
-    __slots__ = ("orig_h", "orig_p", "resp_h", "resp_p", "state", "replied", "orig_flags",
-                 "resp_flags", "orig_pkts", "resp_pkts", "orig_bytes", "resp_bytes",
-                 "first_ts", "last_ts")
+    __slots__ = ("orig_h", "orig_p", "resp_h", "resp_p", "state", "replied", "flipped",
+                 "picked_up", "illegal", "orig_flags", "resp_flags", "orig_pkts", "resp_pkts",
+                 "orig_bytes", "resp_bytes", "first_ts", "last_ts")
 
     def __init__(self, orig_h: Hashable, orig_p: int, resp_h: Hashable, resp_p: int,
                  state: int, ts: int) -> None:
         self.orig_h, self.orig_p, self.resp_h, self.resp_p = orig_h, orig_p, resp_h, resp_p
         self.state = state
-        self.replied = False
+        self.replied = self.flipped = self.picked_up = False
+        self.illegal = 0  # illegal segments, saturating at 15 as in the engine
         self.orig_flags = self.resp_flags = 0
         self.orig_pkts = self.resp_pkts = 0
         self.orig_bytes = self.resp_bytes = 0
@@ -60,6 +68,8 @@ class ReferenceTracker:
         self._class_of = self.model.class_of.tolist()
         self._table = self.model.table.tolist()
         self._actions = self.model.actions.tolist()
+        self._illegal = self.model.illegal_mask.tolist()
+        self.class_counts = [0] * len(self.model.flag_classes)
         self.conns: dict[tuple, Conn] = {}
         self.hist = [0] * len(self.model.states)
         self.stats = dict.fromkeys(("events", "new", "valid", "invalid", "ignored",
@@ -79,23 +89,35 @@ class ReferenceTracker:
         stats = self.stats
         stats["events"] += 1
         cls = self._class_of[flags]
+        illegal = self._illegal[cls]
+        self.class_counts[cls] += 1
         key = self.key(src, sport, dst, dport)
         conn = self.conns.get(key)
         if conn is None:
             nxt = self._table[0][0][cls]
+            action = self._actions[0][0][cls]
             if nxt == INVALID or nxt == IGNORE:
                 verdict = "invalid" if nxt == INVALID else "ignored"
                 stats[verdict] += 1
                 stats["untracked"] += 1
                 return 0, verdict, False
-            conn = self.conns[key] = Conn(src, sport, dst, dport, nxt, ts)
-            conn.count(0, flags, length, ts)
+            if action == ACTION_FLIP:  # the receiver is the originator
+                conn = Conn(dst, dport, src, sport, nxt, ts)
+                conn.flipped = conn.replied = True
+                conn.count(1, flags, length, ts)
+            else:
+                conn = Conn(src, sport, dst, dport, nxt, ts)
+                conn.picked_up = action == ACTION_PICKUP
+                conn.count(0, flags, length, ts)
+            self.conns[key] = conn
+            conn.illegal = min(15, conn.illegal + illegal)
             self.hist[nxt] += 1
             stats["new"] += 1
-            if self._actions[0][0][cls] == ACTION_CLOSE_UNREPLIED:
+            if action == ACTION_CLOSE_UNREPLIED:
                 self._remove(key)
             return nxt, "new", True
 
+        conn.illegal = min(15, conn.illegal + illegal)
         direction = 0 if (conn.orig_h, conn.orig_p, conn.resp_h, conn.resp_p) == \
             (src, sport, dst, dport) else 1
         nxt = self._table[conn.state][direction][cls]
@@ -116,6 +138,7 @@ class ReferenceTracker:
             stats["new"] += 1
             conn = self.conns[key] = Conn(src, sport, dst, dport, nxt, ts)
             conn.count(0, flags, length, ts)
+            conn.illegal = illegal
             return nxt, "new", True
         conn.count(direction, flags, length, ts)
         conn.state = nxt

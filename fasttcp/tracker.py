@@ -14,7 +14,7 @@ from fasttcp.models import Model, get_model
 __all__ = ["Tracker", "ConnInfo", "UpdateResult", "LookupResult", "TableFullError",
            "EVENT_DTYPE", "EVENT6_DTYPE", "CONN4_DTYPE", "CONN6_DTYPE",
            "VERDICTS", "NEW", "VALID", "INVALID", "IGNORED", "STATUS_ALIVE", "STATUS_REPLIED",
-           "addresses"]
+           "STATUS_FLIPPED", "STATUS_PICKED_UP", "STATUS_ILLEGAL_SHIFT", "addresses"]
 
 #: One IPv4 segment event. ``ts`` is nanoseconds (any epoch, never negative); addresses are
 #: host-order integers (``int(ipaddress.IPv4Address(...))``); ``length`` is the TCP payload.
@@ -29,8 +29,12 @@ _CONN_FIELDS: tuple[str, ...] = tuple(CONN4_DTYPE.names or ())
 
 NEW, VALID, INVALID, IGNORED = (_engine.VERDICT_NEW, _engine.VERDICT_VALID,
                                 _engine.VERDICT_INVALID, _engine.VERDICT_IGNORED)
-#: Record status bits: a live record, and one whose responder has answered.
+#: Record status bits: a live record; its responder has answered; the first segment came from
+#: the responder (roles flipped); no handshake was seen (picked up). The high four bits
+#: (``status >> STATUS_ILLEGAL_SHIFT``) count illegal segments, saturating at 15.
 STATUS_ALIVE, STATUS_REPLIED = _engine.STATUS_ALIVE, _engine.STATUS_REPLIED
+STATUS_FLIPPED, STATUS_PICKED_UP = _engine.STATUS_FLIPPED, _engine.STATUS_PICKED_UP
+STATUS_ILLEGAL_SHIFT = _engine.STATUS_ILLEGAL_SHIFT
 #: Verdict names by code, as returned per event by ``Tracker.update(..., return_events=True)``.
 VERDICTS = ("new", "valid", "invalid", "ignored")
 
@@ -87,6 +91,9 @@ class ConnInfo(NamedTuple):
     first_ts: int
     last_ts: int
     replied: bool
+    flipped: bool     #: the first segment seen came from the responder
+    picked_up: bool   #: no handshake was seen
+    illegal: int      #: illegal segments seen (saturates at 15)
     direction: str  #: "orig" if the queried source is the originator, else "resp"
 
 
@@ -225,8 +232,8 @@ class Tracker:
         if table is None:
             m = self.model
             table = _engine.FlowTable(family, self.capacity, m.class_of, m.table.ravel(),
-                                      m.actions.ravel(), len(m.states), len(m.flag_classes),
-                                      self._keys)
+                                      m.actions.ravel(), m.illegal_mask, len(m.states),
+                                      len(m.flag_classes), self._keys)
             self._tables[family] = table
         return table
 
@@ -368,6 +375,9 @@ class Tracker:
             fields[side] = str(ipaddress.ip_address(fields[side]))
         fields["state"] = self.model.states[fields["state"]]
         return ConnInfo(conn=index, family=a.version, replied=bool(status & STATUS_REPLIED),
+                        flipped=bool(status & STATUS_FLIPPED),
+                        picked_up=bool(status & STATUS_PICKED_UP),
+                        illegal=status >> STATUS_ILLEGAL_SHIFT,
                         direction="orig" if direction == 0 else "resp", **fields)
 
     def histogram(self) -> dict[str, int]:
@@ -396,6 +406,20 @@ class Tracker:
             if table is None:
                 return np.zeros(0, dtype=CONN4_DTYPE if family == 4 else CONN6_DTYPE)
             return table.records
+
+    def flag_class_counts(self) -> dict[str, int]:
+        """Segments seen per flag class, both families, tracked or not.
+
+        The illegal classes (``model.illegal_classes``) are what scans send.
+
+        >>> Tracker().flag_class_counts()["XMAS"]
+        0
+        """
+        counts = np.zeros(len(self.model.flag_classes), dtype=np.int64)
+        with self._lock:
+            for table in self._tables.values():
+                counts += table.class_counts
+        return dict(zip(self.model.flag_classes, counts.tolist()))
 
     @property
     def stats(self) -> dict[str, int]:

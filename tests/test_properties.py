@@ -3,7 +3,15 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fasttcp import STATUS_ALIVE, STATUS_REPLIED, VERDICTS, Tracker
+from fasttcp import (
+    STATUS_ALIVE,
+    STATUS_FLIPPED,
+    STATUS_ILLEGAL_SHIFT,
+    STATUS_PICKED_UP,
+    STATUS_REPLIED,
+    VERDICTS,
+    Tracker,
+)
 from fasttcp.models import ACK, FIN, PSH, RST, SYN, conntrack
 from fasttcp.reference import ReferenceTracker
 
@@ -53,7 +61,10 @@ def engine_connections(tracker, family):
             (as_key(rec["resp_h"]), int(rec["resp_p"]))
         key = orig + resp if orig <= resp else resp + orig
         assert key not in conns
-        conns[key] = (orig, resp, int(rec["state"]), bool(rec["status"] & STATUS_REPLIED),
+        status = int(rec["status"])
+        conns[key] = (orig, resp, int(rec["state"]), bool(status & STATUS_REPLIED),
+                      bool(status & STATUS_FLIPPED), bool(status & STATUS_PICKED_UP),
+                      status >> STATUS_ILLEGAL_SHIFT,
                       int(rec["orig_flags"]), int(rec["resp_flags"]), int(rec["orig_pkts"]),
                       int(rec["resp_pkts"]), int(rec["orig_bytes"]), int(rec["resp_bytes"]),
                       int(rec["first_ts"]), int(rec["last_ts"]))
@@ -61,7 +72,8 @@ def engine_connections(tracker, family):
 
 
 def reference_connections(ref):
-    return {key: ((c.orig_h, c.orig_p), (c.resp_h, c.resp_p), c.state, c.replied, c.orig_flags,
+    return {key: ((c.orig_h, c.orig_p), (c.resp_h, c.resp_p), c.state, c.replied, c.flipped,
+                  c.picked_up, c.illegal, c.orig_flags,
                   c.resp_flags, c.orig_pkts, c.resp_pkts, c.orig_bytes, c.resp_bytes,
                   c.first_ts, c.last_ts)
             for key, c in ref.conns.items()}
@@ -86,6 +98,7 @@ def test_engine_matches_reference(stream, model, capacity, seed):
     assert tracker.histogram() == ref.histogram()
     assert len(tracker) == len(ref)
     assert tracker.stats == ref.stats
+    assert tracker.flag_class_counts() == dict(zip(model.flag_classes, ref.class_counts))
 
 
 @settings(max_examples=100, deadline=None)

@@ -336,11 +336,11 @@ def test_model_arrays_are_copied_and_checked_by_the_engine():
     assert t.histogram()["ESTABLISHED"] == 1
     bad = m.table.copy()
     with pytest.raises(ValueError, match="name a state"):
-        _engine.FlowTable(4, 8, m.class_of, bad.ravel(), m.actions.ravel(), len(m.states),
-                          len(m.flag_classes), (1, 2, 3, 4))
+        _engine.FlowTable(4, 8, m.class_of, bad.ravel(), m.actions.ravel(), m.illegal_mask,
+                          len(m.states), len(m.flag_classes), (1, 2, 3, 4))
     with pytest.raises(ValueError, match="classes below"):
         _engine.FlowTable(4, 8, np.full(256, 99, np.uint8), m.table.ravel(), m.actions.ravel(),
-                          len(m.states), len(m.flag_classes), (1, 2, 3, 4))
+                          m.illegal_mask, len(m.states), len(m.flag_classes), (1, 2, 3, 4))
 
 
 def test_packet_counters_saturate():
