@@ -451,12 +451,13 @@ cdef int apply_batch(table_t* t, conn_t* recs, const events_t* ev, intp_t start,
                     c.status |= S_REPLIED
                 verdict = V_IGNORED
                 c_n.ignored += 1
-            elif act == A_REOPEN:
+            elif act == A_REOPEN or act == A_FLIP or act == A_PICKUP:
                 # the old connection ends here; this segment opens a new one under the same key
+                # (flip and pickup are creation actions: on a live connection they restart it)
                 hist[old] -= 1
                 hist[nxt] += 1
                 c_n.closed += 1
-                start_connection(c, nxt, A_NONE, ev, i)
+                start_connection(c, nxt, act, ev, i)
                 if illegal[cls]:
                     count_illegal(c)
                 verdict = V_NEW

@@ -131,6 +131,10 @@ class Model:
         Idle time after which a connection in that state is expired.
     illegal_classes : tuple of str
         Flag classes counted as illegal (scans, broken stacks), per connection and globally.
+    endpoint_states : tuple of str
+        For models whose states are pairs of endpoint states (rfc793): the endpoint states.
+    pairs : ndarray, shape (n_states, 2), uint8, optional
+        For such models: the (originator, responder) endpoint state codes of each state.
     """
 
     name: str
@@ -141,6 +145,8 @@ class Model:
     actions: np.ndarray
     timeouts: Mapping[str, float] = field(default_factory=dict)
     illegal_classes: tuple = ()
+    endpoint_states: tuple = ()
+    pairs: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n_states, n_classes = len(self.states), len(self.flag_classes)
@@ -166,6 +172,12 @@ class Model:
         unknown = set(self.illegal_classes) - set(self.flag_classes)
         if unknown:
             raise ValueError(f"illegal classes {sorted(unknown)} are not flag classes")
+        if self.pairs is not None:
+            n_endpoint = len(self.endpoint_states)
+            if self.pairs.shape != (n_states, 2) or self.pairs.max() >= n_endpoint:
+                raise ValueError(f"pairs must be ({n_states}, 2) endpoint state codes "
+                                 f"below {n_endpoint}")
+            self.pairs.flags.writeable = False
         for arr in (self.class_of, self.table, self.actions):
             arr.flags.writeable = False
         object.__setattr__(self, "timeouts", MappingProxyType(dict(self.timeouts)))
@@ -296,14 +308,8 @@ def compile_model(
     if illegal is None:
         illegal = ILLEGAL_CLASSES if flag_classes == FLAG_CLASSES else ()
 
-    class_of = np.empty(256, dtype=np.uint8)
-    for flags in range(256):
-        cls_name = classify(flags)
-        if cls_name not in flag_classes:
-            raise ValueError(f"classify({flags:#04x}) gave unknown class {cls_name!r}")
-        class_of[flags] = flag_classes.index(cls_name)
-    return Model(name, states, flag_classes, class_of, table, actions, dict(timeouts or {}),
-                 tuple(illegal))
+    return Model(name, states, flag_classes, _class_table(classify, flag_classes), table,
+                 actions, dict(timeouts or {}), tuple(illegal))
 
 
 def _parse_cell(cell: str, alias_codes: Mapping[str, int], where: str) -> tuple[int, int]:
@@ -312,6 +318,61 @@ def _parse_cell(cell: str, alias_codes: Mapping[str, int], where: str) -> tuple[
     if not m or m.group(1) not in alias_codes:
         raise ValueError(f"{where}: unknown cell {cell!r}")
     return alias_codes[m.group(1)], _MARKERS[m.group(2)]
+
+
+def tabulate_model(
+    name: str,
+    states: Sequence[str],
+    rule: Callable[[str, str, str], tuple[str, str]],
+    *,
+    flag_classes: Sequence[str] = FLAG_CLASSES,
+    classify: Callable[[int], str] = classify_flags,
+    timeouts: Mapping[str, float] | None = None,
+    illegal: Sequence[str] | None = None,
+    endpoint_states: Sequence[str] = (),
+    pairs: np.ndarray | None = None,
+) -> Model:
+    """Builds a `Model` by asking `rule(state, direction, flag_class)` for every cell.
+
+    `rule` returns (result, action): result a state name, ``"invalid"`` or ``"ignore"``;
+    action ``""``, ``"reopen"``, ``"close_unreplied"``, ``"flip"`` or ``"pickup"``. Suited to
+    models too large to write as a text table (rfc793 has 121 states); the table is complete by
+    construction and every answer is checked.
+
+    >>> m = tabulate_model("echo", ["IDLE", "SEEN"],
+    ...                    lambda state, direction, cls: ("SEEN", ""))
+    >>> m.next_state("IDLE", "resp", "RST")
+    ('SEEN', '')
+    """
+    states, flag_classes = tuple(states), tuple(flag_classes)
+    codes = {"invalid": INVALID, "ignore": IGNORE}
+    codes.update((s, i) for i, s in enumerate(states))
+    action_codes = {v: k for k, v in _ACTION_NAMES.items()}
+    table = np.zeros((len(states), 2, len(flag_classes)), dtype=np.uint8)
+    actions = np.zeros_like(table)
+    for si, state in enumerate(states):
+        for d, direction in enumerate(DIRECTIONS):
+            for ci, cls in enumerate(flag_classes):
+                result, action = rule(state, direction, cls)
+                if result not in codes or action not in action_codes:
+                    raise ValueError(f"rule({state!r}, {direction!r}, {cls!r}) gave "
+                                     f"{(result, action)!r}: no such state or action")
+                table[si, d, ci] = codes[result]
+                actions[si, d, ci] = action_codes[action]
+    if illegal is None:
+        illegal = ILLEGAL_CLASSES if flag_classes == FLAG_CLASSES else ()
+    return Model(name, states, flag_classes, _class_table(classify, flag_classes), table,
+                 actions, dict(timeouts or {}), tuple(illegal), tuple(endpoint_states), pairs)
+
+
+def _class_table(classify: Callable[[int], str], flag_classes: tuple) -> np.ndarray:
+    class_of = np.empty(256, dtype=np.uint8)
+    for flags in range(256):
+        cls_name = classify(flags)
+        if cls_name not in flag_classes:
+            raise ValueError(f"classify({flags:#04x}) gave unknown class {cls_name!r}")
+        class_of[flags] = flag_classes.index(cls_name)
+    return class_of
 
 
 CONNTRACK_STATES = ("NONE", "SYN_SENT", "SYN_RECV", "ESTABLISHED", "FIN_WAIT", "CLOSE_WAIT",
@@ -394,7 +455,142 @@ def conntrack(loose: bool = True) -> Model:
                          aliases, CONNTRACK_RULES, timeouts=CONNTRACK_TIMEOUTS)
 
 
-MODELS: Mapping[str, Model] = MappingProxyType({"conntrack": conntrack()})
+RFC793_STATES = ("CLOSED", "LISTEN", "SYN_SENT", "SYN_RCVD", "ESTABLISHED", "FIN_WAIT_1",
+                 "FIN_WAIT_2", "CLOSE_WAIT", "CLOSING", "LAST_ACK", "TIME_WAIT")
+
+# Seconds an endpoint state may sit idle; a connection's timeout is the larger of its two
+# endpoints' (it lives while either end may still send). ESTABLISHED and CLOSED follow Linux
+# conntrack (5 days, 10 s); TIME_WAIT is 2 MSL with RFC 793's MSL of 2 minutes; the handshake
+# and closing states get conntrack's 2 minutes, SYN_RCVD and CLOSE_WAIT its 60 s, LAST_ACK 30 s.
+RFC793_ENDPOINT_TIMEOUTS = {
+    "CLOSED": 10, "LISTEN": 120, "SYN_SENT": 120, "SYN_RCVD": 60, "ESTABLISHED": 5 * 24 * 3600,
+    "FIN_WAIT_1": 120, "FIN_WAIT_2": 120, "CLOSE_WAIT": 60, "CLOSING": 120, "LAST_ACK": 30,
+    "TIME_WAIT": 240,
+}
+
+# The states an endpoint can send a FIN from, and what sending it makes of the sender.
+_FIN_SENT = {"ESTABLISHED": "FIN_WAIT_1", "SYN_RCVD": "FIN_WAIT_1", "CLOSE_WAIT": "LAST_ACK",
+             "FIN_WAIT_1": "FIN_WAIT_1", "FIN_WAIT_2": "FIN_WAIT_2", "CLOSING": "CLOSING",
+             "LAST_ACK": "LAST_ACK", "TIME_WAIT": "TIME_WAIT"}
+# What receiving a FIN (which carries ACK) makes of the receiver: flags-only, its ACK is taken
+# to acknowledge a FIN the receiver sent, so FIN_WAIT_1 goes straight to TIME_WAIT.
+_FIN_RECEIVED = {"ESTABLISHED": "CLOSE_WAIT", "FIN_WAIT_1": "TIME_WAIT", "FIN_WAIT_2": "TIME_WAIT",
+                 "CLOSING": "TIME_WAIT"}
+# What receiving an ACK makes of the receiver: it is taken to acknowledge the receiver's SYN
+# or FIN if one is outstanding.
+_ACK_RECEIVED = {"SYN_RCVD": "ESTABLISHED", "FIN_WAIT_1": "FIN_WAIT_2", "CLOSING": "TIME_WAIT",
+                 "LAST_ACK": "CLOSED"}
+# States from which an endpoint sends ACKs (with or without data).
+_ACK_SENDERS = {"ESTABLISHED", "FIN_WAIT_1", "FIN_WAIT_2", "CLOSE_WAIT", "CLOSING", "LAST_ACK",
+                "TIME_WAIT"}
+_FINISHED = {"CLOSED", "TIME_WAIT"}
+
+
+def _rfc793_segment(sender: str, receiver: str, cls: str,
+                    new: bool) -> tuple[str, str, str] | str:
+    """The observer's inference for one segment: (sender', receiver', action) or a verdict.
+
+    `new` is True for the first segment of a connection (both ends still CLOSED). The observer
+    assumes each segment it sees reaches the receiver, and, without sequence numbers, that an
+    ACK acknowledges whatever SYN or FIN the receiver has outstanding.
+    """
+    if cls == "RST":
+        return ("CLOSED", "CLOSED", "")  # closes both ends; a lone one is recorded (as Zeek does)
+    if cls not in ("SYN", "SYNACK", "FIN", "ACK"):
+        return "invalid"  # an illegal combination: counted, never acted on
+    if new:
+        return {"SYN": ("SYN_SENT", "LISTEN", ""),
+                # the SYN was missed: the receiver of the SYN-ACK is the originator
+                "SYNACK": ("SYN_RCVD", "SYN_SENT", "flip"),
+                "ACK": ("ESTABLISHED", "ESTABLISHED", "pickup"),
+                "FIN": ("FIN_WAIT_1", "CLOSE_WAIT", "pickup")}[cls]
+    if cls == "SYN":
+        if sender in _FINISHED and receiver in _FINISHED:
+            return ("SYN_SENT", "LISTEN", "reopen")  # the 4-tuple is used again
+        if sender == "SYN_SENT":
+            return (sender, receiver, "")  # retransmitted SYN
+        if sender == "LISTEN" and receiver == "SYN_SENT":
+            # simultaneous open: the SYNs crossed; the first one's sender now has the second
+            return ("SYN_SENT", "SYN_RCVD", "")
+        return "ignore"  # a SYN inside a live connection: out of sync or an attack; let pass
+    if cls == "SYNACK":
+        if sender == "LISTEN" and receiver == "SYN_SENT":
+            return ("SYN_RCVD", "SYN_SENT", "")  # the answer; the client is established on its ACK
+        if sender in ("SYN_SENT", "SYN_RCVD") and receiver in ("SYN_SENT", "SYN_RCVD"):
+            if sender == "SYN_RCVD" and receiver == "SYN_SENT":
+                return (sender, receiver, "")  # retransmitted SYN-ACK
+            # simultaneous open: the sender has the peer's SYN, the receiver gets the ACK of its own
+            return ("SYN_RCVD", "ESTABLISHED", "")
+        if sender == "ESTABLISHED" and receiver == "SYN_RCVD":
+            return ("ESTABLISHED", "ESTABLISHED", "")  # the late SYN-ACK of a simultaneous open
+        return "ignore" if sender in _ACK_SENDERS else "invalid"
+    if cls == "ACK":
+        if sender == "SYN_SENT" and receiver == "SYN_RCVD":
+            return ("ESTABLISHED", "ESTABLISHED", "")  # the third segment of the handshake
+        if sender not in _ACK_SENDERS:
+            return "invalid"  # nothing to acknowledge yet, or the sender is closed
+        return (sender, _ACK_RECEIVED.get(receiver, receiver), "")
+    # FIN
+    if sender not in _FIN_SENT:
+        return "invalid"  # no FIN before the handshake is answered
+    return (_FIN_SENT[sender], _FIN_RECEIVED.get(receiver, receiver), "")
+
+
+def _rfc793_rule(state: str, direction: str, cls: str) -> tuple[str, str]:
+    orig, resp = state.split("/")
+    new = (orig, resp) == ("CLOSED", "CLOSED")
+    sender, receiver = (orig, resp) if direction == "orig" else (resp, orig)
+    outcome = _rfc793_segment(sender, receiver, cls, new)
+    if isinstance(outcome, str):
+        return outcome, ""
+    sender, receiver, action = outcome
+    if new and direction == "resp" and not action and cls != "RST":
+        action = "reopen"  # a pair closed by a lone RST restarts, this segment's sender first
+    if action == "flip":
+        return f"{receiver}/{sender}", action
+    if action or direction == "orig":  # the sender is, or becomes, the originator
+        return f"{sender}/{receiver}", action
+    return f"{receiver}/{sender}", action
+
+
+def rfc793() -> Model:
+    """The RFC 793 states of both endpoints as an observer infers them (the default model).
+
+    Each state is a pair ``ORIGINATOR/RESPONDER`` of RFC 793 endpoint states, 121 in all,
+    kept as one code; ``Tracker.histogram(by="orig")`` and ``by="resp"`` give the endpoint
+    views. What the observer cannot know for sure it infers as follows (each is tested):
+
+    * every segment seen reaches its receiver;
+    * flags only, an ACK acknowledges the receiver's outstanding SYN or FIN, and so does the
+      ACK a FIN carries: FIN_WAIT_1 answered by a FIN-ACK goes to TIME_WAIT. The crossing FINs
+      of a simultaneous close (RFC 793 figure 14) carry ACKs that do not cover the other FIN,
+      which only sequence numbers show, so without them they read as an ordinary close;
+    * the client of a handshake is ESTABLISHED when it sends the third segment, the server
+      when it receives it (DESIGN: "orig ACK -> both ESTABLISHED");
+    * a first segment that is a SYN-ACK means the SYN was missed: the roles are flipped, as
+      Zeek does, and the connection is flagged (``STATUS_FLIPPED``);
+    * a first segment without SYN is a mid-stream pickup: both ends ESTABLISHED (or closing,
+      for a FIN), flagged ``STATUS_PICKED_UP``; a lone RST is recorded as CLOSED/CLOSED, and
+      the next segment on such a pair starts a new connection;
+    * a SYN inside a live connection is ignored; a SYN once both ends are CLOSED or in
+      TIME_WAIT reopens the 4-tuple, its sender becoming the originator;
+    * illegal flag combinations are invalid everywhere, never create a connection, and are
+      counted per connection and per class.
+
+    >>> m = rfc793()
+    >>> m.next_state("SYN_SENT/LISTEN", "resp", "SYNACK")
+    ('SYN_SENT/SYN_RCVD', '')
+    """
+    states = tuple(f"{o}/{r}" for o in RFC793_STATES for r in RFC793_STATES)
+    pairs = np.array([(i, j) for i in range(len(RFC793_STATES))
+                      for j in range(len(RFC793_STATES))], dtype=np.uint8)
+    timeouts = {f"{o}/{r}": max(RFC793_ENDPOINT_TIMEOUTS[o], RFC793_ENDPOINT_TIMEOUTS[r])
+                for o in RFC793_STATES for r in RFC793_STATES}
+    return tabulate_model("rfc793", states, _rfc793_rule, timeouts=timeouts,
+                          endpoint_states=RFC793_STATES, pairs=pairs)
+
+
+MODELS: Mapping[str, Model] = MappingProxyType({"rfc793": rfc793(), "conntrack": conntrack()})
 
 
 def get_model(model: str | Model) -> Model:

@@ -5,7 +5,7 @@ measure against (what a Python user would write by hand). It shares only the com
 tables with the engine, read here as nested lists.
 
 >>> import numpy as np
->>> ref = ReferenceTracker("conntrack")
+>>> ref = ReferenceTracker("conntrack")  # the default is rfc793, like Tracker's
 >>> ref.update([0, 1], [1, 2], [1000, 80], [2, 1], [80, 1000], [0x02, 0x12])
 [(1, 'new', True), (2, 'valid', True)]
 >>> ref.histogram()["SYN_RECV"]
@@ -63,7 +63,7 @@ class Conn:
 class ReferenceTracker:
     """Dict-based tracker: ``conns[(endpoint, endpoint)] -> Conn`` with endpoints sorted."""
 
-    def __init__(self, model: str | Model = "conntrack") -> None:
+    def __init__(self, model: str | Model = "rfc793") -> None:
         self.model = get_model(model)
         self._class_of = self.model.class_of.tolist()
         self._table = self.model.table.tolist()
@@ -101,15 +101,8 @@ class ReferenceTracker:
                 stats[verdict] += 1
                 stats["untracked"] += 1
                 return 0, verdict, False
-            if action == ACTION_FLIP:  # the receiver is the originator
-                conn = Conn(dst, dport, src, sport, nxt, ts)
-                conn.flipped = conn.replied = True
-                conn.count(1, flags, length, ts)
-            else:
-                conn = Conn(src, sport, dst, dport, nxt, ts)
-                conn.picked_up = action == ACTION_PICKUP
-                conn.count(0, flags, length, ts)
-            self.conns[key] = conn
+            conn = self.conns[key] = self._start(src, sport, dst, dport, nxt, ts, flags, length,
+                                                 action)
             conn.illegal = min(15, conn.illegal + illegal)
             self.hist[nxt] += 1
             stats["new"] += 1
@@ -133,11 +126,11 @@ class ReferenceTracker:
             return conn.state, "ignored", True
         self.hist[conn.state] -= 1
         self.hist[nxt] += 1
-        if action == ACTION_REOPEN:
+        if action in (ACTION_REOPEN, ACTION_FLIP, ACTION_PICKUP):
             stats["closed"] += 1
             stats["new"] += 1
-            conn = self.conns[key] = Conn(src, sport, dst, dport, nxt, ts)
-            conn.count(0, flags, length, ts)
+            conn = self.conns[key] = self._start(src, sport, dst, dport, nxt, ts, flags, length,
+                                                 action)
             conn.illegal = illegal
             return nxt, "new", True
         conn.count(direction, flags, length, ts)
@@ -148,6 +141,20 @@ class ReferenceTracker:
         elif direction == 1:
             conn.replied = True
         return nxt, "valid", True
+
+    @staticmethod
+    def _start(src: Hashable, sport: int, dst: Hashable, dport: int, state: int, ts: int,
+               flags: int, length: int, action: int) -> Conn:
+        """A new connection opened by this segment."""
+        if action == ACTION_FLIP:  # the receiver is the originator
+            conn = Conn(dst, dport, src, sport, state, ts)
+            conn.flipped = conn.replied = True
+            conn.count(1, flags, length, ts)
+        else:
+            conn = Conn(src, sport, dst, dport, state, ts)
+            conn.picked_up = action == ACTION_PICKUP
+            conn.count(0, flags, length, ts)
+        return conn
 
     def _remove(self, key: tuple) -> None:
         conn = self.conns.pop(key)

@@ -179,7 +179,8 @@ class Tracker:
     Parameters
     ----------
     model : str or Model
-        State model: a built-in name (``"conntrack"``) or a compiled `Model`.
+        State model: a built-in name (``"rfc793"``, the default, or ``"conntrack"``) or a
+        compiled `Model`.
     capacity : int
         Connections each address family's table holds before it must grow.
     max_capacity : int, optional
@@ -199,13 +200,13 @@ class Tracker:
     >>> dst = np.concatenate([server, client, server])
     >>> r = t.update(np.array([0, 1000, 2000]), src, np.array([40000, 80, 40000]), dst,
     ...              np.array([80, 40000, 80]), np.array([0x02, 0x12, 0x10]))
-    >>> t.histogram()["ESTABLISHED"], len(t)
+    >>> t.histogram()["ESTABLISHED/ESTABLISHED"], len(t)
     (1, 1)
     >>> t.lookup("10.0.0.2", 80, "10.0.0.1", 40000).state
-    'ESTABLISHED'
+    'ESTABLISHED/ESTABLISHED'
     """
 
-    def __init__(self, model: str | Model = "conntrack", capacity: int = 65_536,
+    def __init__(self, model: str | Model = "rfc793", capacity: int = 65_536,
                  max_capacity: Optional[int] = None, seed: Optional[int] = None) -> None:
         self.model = get_model(model)
         capacity = int(capacity)
@@ -383,7 +384,7 @@ class Tracker:
     def histogram(self) -> dict[str, int]:
         """Live connections per state name (both families). Cost independent of table size.
 
-        >>> Tracker().histogram()["ESTABLISHED"]
+        >>> Tracker().histogram()["ESTABLISHED/ESTABLISHED"]
         0
         """
         counts = np.zeros(len(self.model.states), dtype=np.int64)

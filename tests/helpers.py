@@ -28,10 +28,10 @@ def script(steps, client=CLIENT, server=SERVER, t0=1_000_000_000, step_ns=1_000)
                 length=np.array(length, dtype=np.uint32))
 
 
-def run(steps, tracker=None, **kw):
+def run(steps, tracker=None, model="conntrack", **kw):
     """Feeds a script one batch; returns (tracker, state names, verdict names) per event."""
     if tracker is None:
-        tracker = Tracker(capacity=64, seed=1)
+        tracker = Tracker(model, capacity=64, seed=1)
     res = tracker.update(**script(steps, **kw), return_events=True)
     states = [tracker.model.states[s] for s in res.state]
     verdicts = [("new", "valid", "invalid", "ignored")[v] for v in res.verdict]

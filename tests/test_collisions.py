@@ -40,7 +40,7 @@ def test_hash_is_symmetric_and_seeded():
 
 
 def test_connections_with_equal_home_slot_and_tag_stay_apart():
-    tracker = Tracker(capacity=4, seed=3)
+    tracker = Tracker("conntrack", capacity=4, seed=3)
     first, second = find_full_collision(ipv4_table(tracker))
     for (s, sp, d, dp), nbytes in ((first, 10), (second, 20)):
         tracker.update(ts=np.array([1]), src=np.array([s]), sport=np.array([sp]),
@@ -67,7 +67,7 @@ def test_connections_with_equal_home_slot_and_tag_stay_apart():
 
 def test_many_connections_on_one_home_slot_chain():
     # capacity 4 -> 8 slots: 4 live connections always share neighbourhoods of the probe
-    tracker = Tracker(capacity=4, seed=4)
+    tracker = Tracker("conntrack", capacity=4, seed=4)
     clients = [("10.9.0.%d" % i, 2000 + i) for i in range(4)]
     for client in clients:
         run([("c", SYN), ("s", SYN | ACK), ("c", ACK)], tracker=tracker, client=client)

@@ -12,10 +12,10 @@ from fasttcp import (
     VERDICTS,
     Tracker,
 )
-from fasttcp.models import ACK, FIN, PSH, RST, SYN, conntrack
+from fasttcp.models import ACK, FIN, PSH, RST, SYN, conntrack, rfc793
 from fasttcp.reference import ReferenceTracker
 
-MODELS = [conntrack(), conntrack(loose=False)]
+MODELS = [rfc793(), conntrack(), conntrack(loose=False)]
 COMMON_FLAGS = [SYN, SYN | ACK, ACK, PSH | ACK, FIN | ACK, RST, RST | ACK]
 V4_POOL = [0x0A000001, 0x0A000002, 0xC0A80001]
 V6_POOL = [bytes(15) + b"\x01", bytes(15) + b"\x02", b"\x20\x01\x0d\xb8" + bytes(11) + b"\x07"]

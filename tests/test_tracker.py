@@ -52,7 +52,7 @@ def test_structured_ipv6_events():
     events = np.zeros(3, dtype=EVENT6_DTYPE)
     for name in EVENT6_DTYPE.names:
         events[name] = cols[name]
-    t = Tracker()
+    t = Tracker("conntrack")
     t.update(events)
     assert t.histogram()["ESTABLISHED"] == 1 and len(t.records(6)) == 1
 
@@ -74,7 +74,7 @@ def test_lookup_from_either_side_and_missing():
 
 def test_lookup_many_matches_update_indices():
     cols = random_established(1000, seed=3)
-    t = Tracker(capacity=1000, seed=3)
+    t = Tracker("conntrack", capacity=1000, seed=3)
     res = t.update(**cols, return_events=True)
     found = t.lookup_many(cols["dst"], cols["dport"], cols["src"], cols["sport"])
     np.testing.assert_array_equal(found.conn, res.conn)
@@ -98,7 +98,7 @@ def test_records_view_is_read_only_and_tracks_updates():
 
 
 def test_histogram_counts_every_state_and_len():
-    t = Tracker(capacity=64, seed=0)
+    t = Tracker("conntrack", capacity=64, seed=0)
     run(HANDSHAKE, tracker=t)
     run([("c", SYN)], tracker=t, client=("10.0.0.9", 5))
     hist = t.histogram()
@@ -127,7 +127,7 @@ def test_full_table_raises_after_applying_what_fits():
 
 
 def test_deletions_recycle_records_and_compact_the_index():
-    t = Tracker(capacity=32, seed=7)
+    t = Tracker("conntrack", capacity=32, seed=7)
     for i in range(2000):  # SYN then RST: created and dropped at once
         run([("c", SYN), ("c", RST)], tracker=t, client=("10.1.0.1", 1000 + i))
     assert len(t) == 0 and t.stats["closed"] == 2000
@@ -277,7 +277,7 @@ def test_readers_during_updates_do_not_hang_or_tear():
     # one thread creates and drops connections; readers run meanwhile. Each batch opens and
     # drops every key it touches, so a reader that is properly serialised with the batches
     # always sees an empty tracker.
-    t = Tracker(capacity=4096, seed=14)
+    t = Tracker("conntrack", capacity=4096, seed=14)
     m = 20_000
     keys = np.arange(m, dtype=np.uint32) // 2
     churn = dict(ts=np.arange(m), src=keys, sport=np.full(m, 1), dst=np.full(m, 2, np.uint32),
@@ -300,7 +300,7 @@ def test_readers_during_updates_do_not_hang_or_tear():
 
 
 def test_tombstones_are_reused_by_later_batches():
-    t = Tracker(capacity=64, seed=15)
+    t = Tracker("conntrack", capacity=64, seed=15)
     for i in range(50):  # the same key opened and dropped, one batch each
         run([("c", SYN), ("c", RST)], tracker=t)
     assert t._tables[4].tombstones <= 1
