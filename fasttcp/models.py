@@ -135,6 +135,8 @@ class Model:
         For models whose states are pairs of endpoint states (rfc793): the endpoint states.
     pairs : ndarray, shape (n_states, 2), uint8, optional
         For such models: the (originator, responder) endpoint state codes of each state.
+    endpoint_timeouts : mapping of endpoint state name to seconds
+        For such models: a state's timeout is the larger of its endpoints'.
     """
 
     name: str
@@ -147,6 +149,7 @@ class Model:
     illegal_classes: tuple = ()
     endpoint_states: tuple = ()
     pairs: np.ndarray | None = None
+    endpoint_timeouts: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         n_states, n_classes = len(self.states), len(self.flag_classes)
@@ -181,6 +184,8 @@ class Model:
         for arr in (self.class_of, self.table, self.actions):
             arr.flags.writeable = False
         object.__setattr__(self, "timeouts", MappingProxyType(dict(self.timeouts)))
+        object.__setattr__(self, "endpoint_timeouts",
+                           MappingProxyType(dict(self.endpoint_timeouts)))
 
     @property
     def illegal_mask(self) -> np.ndarray:
@@ -331,6 +336,7 @@ def tabulate_model(
     illegal: Sequence[str] | None = None,
     endpoint_states: Sequence[str] = (),
     pairs: np.ndarray | None = None,
+    endpoint_timeouts: Mapping[str, float] | None = None,
 ) -> Model:
     """Builds a `Model` by asking `rule(state, direction, flag_class)` for every cell.
 
@@ -362,7 +368,8 @@ def tabulate_model(
     if illegal is None:
         illegal = ILLEGAL_CLASSES if flag_classes == FLAG_CLASSES else ()
     return Model(name, states, flag_classes, _class_table(classify, flag_classes), table,
-                 actions, dict(timeouts or {}), tuple(illegal), tuple(endpoint_states), pairs)
+                 actions, dict(timeouts or {}), tuple(illegal), tuple(endpoint_states), pairs,
+                 dict(endpoint_timeouts or {}))
 
 
 def _class_table(classify: Callable[[int], str], flag_classes: tuple) -> np.ndarray:
@@ -527,6 +534,10 @@ def _rfc793_segment(sender: str, receiver: str, cls: str,
     if cls == "ACK":
         if sender == "SYN_SENT" and receiver == "SYN_RCVD":
             return ("ESTABLISHED", "ESTABLISHED", "")  # the third segment of the handshake
+        if sender == "CLOSED" and receiver == "TIME_WAIT":
+            # An end we took for LAST_ACK acknowledges the other FIN after its own last ACK
+            # came: it was CLOSING, the FINs crossed (simultaneous close). Both end in TIME_WAIT.
+            return ("TIME_WAIT", "TIME_WAIT", "")
         if sender not in _ACK_SENDERS:
             return "invalid"  # nothing to acknowledge yet, or the sender is closed
         return (sender, _ACK_RECEIVED.get(receiver, receiver), "")
@@ -564,7 +575,9 @@ def rfc793() -> Model:
     * flags only, an ACK acknowledges the receiver's outstanding SYN or FIN, and so does the
       ACK a FIN carries: FIN_WAIT_1 answered by a FIN-ACK goes to TIME_WAIT. The crossing FINs
       of a simultaneous close (RFC 793 figure 14) carry ACKs that do not cover the other FIN,
-      which only sequence numbers show, so without them they read as an ordinary close;
+      which only sequence numbers show; without them the close first reads as ordinary
+      (TIME_WAIT/LAST_ACK, then TIME_WAIT/CLOSED), and the responder's own final ACK, which an
+      ordinary close never has, turns it into TIME_WAIT/TIME_WAIT: the CLOSING step is not seen;
     * the client of a handshake is ESTABLISHED when it sends the third segment, the server
       when it receives it (DESIGN: "orig ACK -> both ESTABLISHED");
     * a first segment that is a SYN-ACK means the SYN was missed: the roles are flipped, as
@@ -587,7 +600,8 @@ def rfc793() -> Model:
     timeouts = {f"{o}/{r}": max(RFC793_ENDPOINT_TIMEOUTS[o], RFC793_ENDPOINT_TIMEOUTS[r])
                 for o in RFC793_STATES for r in RFC793_STATES}
     return tabulate_model("rfc793", states, _rfc793_rule, timeouts=timeouts,
-                          endpoint_states=RFC793_STATES, pairs=pairs)
+                          endpoint_states=RFC793_STATES, pairs=pairs,
+                          endpoint_timeouts=RFC793_ENDPOINT_TIMEOUTS)
 
 
 MODELS: Mapping[str, Model] = MappingProxyType({"rfc793": rfc793(), "conntrack": conntrack()})

@@ -4,7 +4,7 @@ from __future__ import annotations
 import ipaddress
 import secrets
 import threading
-from typing import Any, Iterable, NamedTuple, Optional, Union
+from typing import Any, Iterable, Mapping, NamedTuple, Optional, Union
 
 import numpy as np
 
@@ -95,6 +95,24 @@ class ConnInfo(NamedTuple):
     picked_up: bool   #: no handshake was seen
     illegal: int      #: illegal segments seen (saturates at 15)
     direction: str  #: "orig" if the queried source is the originator, else "resp"
+
+
+def _timeouts(model: Model, overrides: Mapping[str, float]) -> dict[str, float]:
+    """The model's timeouts per state with `overrides` (state or endpoint state names) applied."""
+    for name, seconds in overrides.items():
+        if name not in model.states and name not in model.endpoint_timeouts:
+            raise ValueError(f"model {model.name!r} has no state {name!r} to time out")
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds < 0:
+            raise ValueError(f"timeout for {name!r} must be a number of seconds >= 0")
+    timeouts = {state: float(model.timeouts.get(state, 0)) for state in model.states}
+    endpoint = {name: float(overrides.get(name, seconds))
+                for name, seconds in model.endpoint_timeouts.items()}
+    if model.pairs is not None and set(overrides) & set(endpoint):
+        names = model.endpoint_states
+        for state, (orig, resp) in zip(model.states, model.pairs.tolist()):
+            timeouts[state] = max(endpoint[names[orig]], endpoint[names[resp]])
+    timeouts.update((name, float(s)) for name, s in overrides.items() if name in timeouts)
+    return timeouts
 
 
 def _address(value: AddressLike) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
@@ -189,6 +207,10 @@ class Tracker:
     seed : int, optional
         Fixes the hash key, for reproducible layouts in tests. Leave None in production: the
         key is then drawn from the OS so nobody can precompute colliding keys.
+    timeouts : mapping of state name to seconds, optional
+        Overrides the model's per-state idle timeouts (``tracker.timeouts`` holds the result).
+        For pair models, endpoint state names are accepted too: a connection's timeout is then
+        recomputed as the larger of its two endpoints'.
 
     Examples
     --------
@@ -207,8 +229,10 @@ class Tracker:
     """
 
     def __init__(self, model: str | Model = "rfc793", capacity: int = 65_536,
-                 max_capacity: Optional[int] = None, seed: Optional[int] = None) -> None:
+                 max_capacity: Optional[int] = None, seed: Optional[int] = None,
+                 timeouts: Optional[Mapping[str, float]] = None) -> None:
         self.model = get_model(model)
+        self.timeouts = _timeouts(self.model, timeouts or {})
         capacity = int(capacity)
         if not 1 <= capacity <= _engine.MAX_CAPACITY:
             raise ValueError(f"capacity must be between 1 and {_engine.MAX_CAPACITY}")
@@ -381,17 +405,32 @@ class Tracker:
                         illegal=status >> STATUS_ILLEGAL_SHIFT,
                         direction="orig" if direction == 0 else "resp", **fields)
 
-    def histogram(self) -> dict[str, int]:
-        """Live connections per state name (both families). Cost independent of table size.
+    def histogram(self, by: str = "state") -> dict[str, int]:
+        """Live connections per state (both families). Cost independent of table size.
 
-        >>> Tracker().histogram()["ESTABLISHED/ESTABLISHED"]
-        0
+        Parameters
+        ----------
+        by : {"state", "orig", "resp"}
+            Model states, or, for pair models such as rfc793, the originator's or the
+            responder's endpoint state.
+
+        >>> t = Tracker()
+        >>> t.histogram()["ESTABLISHED/ESTABLISHED"], t.histogram(by="resp")["LISTEN"]
+        (0, 0)
         """
         counts = np.zeros(len(self.model.states), dtype=np.int64)
         with self._lock:
             for table in self._tables.values():
                 counts += table.histogram
-        return dict(zip(self.model.states, counts.tolist()))
+        if by == "state":
+            return dict(zip(self.model.states, counts.tolist()))
+        if by not in ("orig", "resp"):
+            raise ValueError(f"by must be 'state', 'orig' or 'resp', not {by!r}")
+        if self.model.pairs is None:
+            raise ValueError(f"model {self.model.name!r} has no endpoint states")
+        side = self.model.pairs[:, 0 if by == "orig" else 1]
+        per_endpoint = np.bincount(side, weights=counts, minlength=len(self.model.endpoint_states))
+        return dict(zip(self.model.endpoint_states, per_endpoint.astype(np.int64).tolist()))
 
     def records(self, family: int = 4) -> np.ndarray:
         """Read-only structured view (CONN4_DTYPE / CONN6_DTYPE) of the family's records.
