@@ -2,7 +2,10 @@
 import os
 import re
 
+import numpy as np
 import pytest
+
+from fasttcp import addresses
 
 README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
 with open(README, encoding="utf-8") as f:
@@ -19,8 +22,23 @@ def test_quick_start_results_are_as_shown():
     exec(compile(BLOCKS[0], README, "exec"), namespace)
     t, res = namespace["t"], namespace["res"]
     assert (res.new, res.valid, res.invalid, res.ignored) == (1, 3, 0, 0)
-    assert [t.model.states[s] for s in res.state] == ["SYN_SENT", "SYN_RECV", "ESTABLISHED",
-                                                       "ESTABLISHED"]
+    assert [t.model.states[s] for s in res.state] == [
+        "SYN_SENT/LISTEN", "SYN_SENT/SYN_RCVD", "ESTABLISHED/ESTABLISHED",
+        "ESTABLISHED/ESTABLISHED"]
     info = t.lookup("192.0.2.80", 443, "10.0.0.1", 51000)
     assert (info.orig_pkts, info.resp_pkts, info.orig_bytes, info.direction) == (3, 1, 517, "resp")
-    assert t.histogram()["ESTABLISHED"] == 1 and len(t) == 1
+    assert t.histogram()["ESTABLISHED/ESTABLISHED"] == 1 and len(t) == 1
+    assert t.histogram(by="resp")["ESTABLISHED"] == 1
+
+
+def test_synflood_model_counts_half_open_connections():
+    namespace = {}
+    exec(compile(BLOCKS[1], README, "exec"), namespace)
+    t = namespace["t"]
+    n = 100  # spoofed SYNs, then one full handshake
+    src = addresses([f"198.51.100.{i}" for i in range(n)])
+    t.update(ts=np.arange(n), src=src, sport=np.full(n, 1234), dst=np.full(n, 0x0A000002),
+             dport=np.full(n, 80), flags=np.full(n, 0x02))
+    assert t.histogram()["HALF_OPEN"] == n
+    assert t.model.next_state("NEW", "orig", "ACK") == ("OPEN", "pickup")
+    assert t.model.next_state("OPEN", "resp", "XMAS") == ("invalid", "")
