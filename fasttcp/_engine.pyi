@@ -9,12 +9,17 @@ IGNORE: int
 ACTION_NONE: int
 ACTION_REOPEN: int
 ACTION_CLOSE_UNREPLIED: int
+ACTION_FLIP: int
+ACTION_PICKUP: int
 VERDICT_NEW: int
 VERDICT_VALID: int
 VERDICT_INVALID: int
 VERDICT_IGNORED: int
 STATUS_ALIVE: int
 STATUS_REPLIED: int
+STATUS_FLIPPED: int
+STATUS_PICKED_UP: int
+STATUS_ILLEGAL_SHIFT: int
 MAX_CAPACITY: int
 MAX_LOAD: float
 MAX_FILL: float
@@ -32,6 +37,7 @@ class FlowTable:
         class_of: npt.NDArray[np.uint8],  # const uint8_t[::1], 256 entries
         trans: npt.NDArray[np.uint8],  # const uint8_t[::1], n_states * 2 * n_classes
         actions: npt.NDArray[np.uint8],  # const uint8_t[::1], same shape as trans
+        illegal: npt.NDArray[np.uint8],  # const uint8_t[::1], one per flag class
         n_states: int,
         n_classes: int,
         keys: tuple[int, int, int, int],
@@ -61,11 +67,14 @@ class FlowTable:
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.uint8], npt.NDArray[np.uint8]]: ...
     def find_one(self, src: int | bytes, sport: int, dst: int | bytes, dport: int) -> tuple[int, int]: ...
     def record_values(self, rid: int) -> tuple[Any, ...]: ...
+    def _home_and_tag(self, src: int | bytes, sport: int, dst: int | bytes, dport: int) -> tuple[int, int]: ...
     def probe_lengths(self) -> npt.NDArray[np.int64]: ...
     @property
     def records(self) -> npt.NDArray[np.void]: ...
     @property
     def histogram(self) -> npt.NDArray[np.int64]: ...
+    @property
+    def class_counts(self) -> npt.NDArray[np.int64]: ...
     @property
     def totals(self) -> dict[str, int]: ...
     def __len__(self) -> int: ...
