@@ -302,10 +302,10 @@ def compile_model(
                 table[:, d, cls] = [code for code, _ in parsed]
                 actions[:, d, cls] = [act for _, act in parsed]
     missing = [(d, i) for d in (0, 1) for i in range(len(flag_classes)) if (d, i) not in given]
-    if missing and default is None:
-        names = ", ".join(f"({DIRECTIONS[d]}, {flag_classes[i]})" for d, i in missing)
-        raise ValueError(f"model {name!r} is incomplete: no row for {names}")
     if missing:
+        if default is None:
+            names = ", ".join(f"({DIRECTIONS[d]}, {flag_classes[i]})" for d, i in missing)
+            raise ValueError(f"model {name!r} is incomplete: no row for {names}")
         code, act = _parse_cell(default, alias_codes, "default")
         for d, i in missing:
             table[:, d, i] = code
