@@ -115,3 +115,35 @@ def test_conntrack_table_is_complete_and_in_range():
     assert ((m.table < n) | (m.table >= 254)).all()
     # a live connection never returns to NONE, the state before the first segment
     assert not (m.table[1:] == 0).any()
+
+
+def test_default_fills_what_no_row_gives_and_markers_parse():
+    m = compile_model("tiny", ["NEW", "OPEN", "CLOSED"], TINY_ALIASES,
+                      "orig SYNACK o^\norig ACK o+\n* RST c~", default="iv")
+    assert m.next_state("NEW", "orig", "SYNACK") == ("OPEN", "flip")
+    assert m.next_state("NEW", "orig", "ACK") == ("OPEN", "pickup")
+    assert m.next_state("OPEN", "resp", "FIN") == ("invalid", "")
+    with pytest.raises(ValueError, match="default: unknown cell 'zz'"):
+        compile_model("tiny", ["NEW"], {"n": "NEW"}, "* SYN n", default="zz")
+
+
+def test_illegal_classes_default_and_custom():
+    m = compile_model("tiny", ["NEW", "OPEN", "CLOSED"], TINY_ALIASES, TINY_ROWS)
+    assert m.illegal_classes == ("SYNFIN", "SYNRST", "FIN_NOACK", "NULL", "XMAS", "OTHER")
+    m = compile_model("tiny", ["NEW", "OPEN", "CLOSED"], TINY_ALIASES, TINY_ROWS,
+                      illegal=["XMAS"])
+    assert m.illegal_mask.tolist() == [c == "XMAS" for c in FLAG_CLASSES]
+    with pytest.raises(ValueError, match="not flag classes"):
+        compile_model("tiny", ["NEW", "OPEN", "CLOSED"], TINY_ALIASES, TINY_ROWS,
+                      illegal=["BOGUS"])
+
+
+def test_tabulate_model_checks_the_rule():
+    from fasttcp.models import tabulate_model
+    with pytest.raises(ValueError, match="no such state or action"):
+        tabulate_model("bad", ["A"], lambda state, direction, cls: ("B", ""))
+    with pytest.raises(ValueError, match="no such state or action"):
+        tabulate_model("bad", ["A"], lambda state, direction, cls: ("A", "explode"))
+    m = tabulate_model("ok", ["A", "B"],
+                       lambda state, direction, cls: ("B", "") if cls == "SYN" else ("ignore", ""))
+    assert m.next_state("A", "resp", "SYN") == ("B", "") and m.pairs is None
