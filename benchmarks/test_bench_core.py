@@ -38,6 +38,16 @@ def test_update(benchmark, live):
     events_per_s(benchmark, BATCH)
 
 
+def test_update_two_threads(benchmark, live):
+    tracker, workload = live
+    with Tracker(capacity=len(tracker), shards=2, seed=1) as sharded:
+        sharded.update(**columns(workload.setup))
+        traffic = columns(workload.traffic)
+        benchmark.pedantic(sharded.update, kwargs=traffic, rounds=7, iterations=1,
+                           warmup_rounds=1)
+    events_per_s(benchmark, BATCH)
+
+
 def test_update_small_batches(benchmark, live):
     tracker, workload = live
     batches = [columns(workload.traffic[k:k + 1000]) for k in range(0, 100_000, 1000)]

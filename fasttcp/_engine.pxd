@@ -48,6 +48,7 @@ ctypedef fused conn_t:
 
 
 # The columns of one batch. Exactly one of the (src4, dst4) / (src6, dst6) pairs is set.
+# The kernel walks positions 0..n-1; position k is event order[k] (or k without an order).
 cdef struct events_t:
     const int64_t* ts
     const uint32_t* src4
@@ -58,6 +59,8 @@ cdef struct events_t:
     const uint16_t* dport
     const uint8_t* flags
     const uint32_t* length
+    const intp_t* order         # the events to apply, by index, in this order; NULL: all
+    const uint64_t* hash        # precomputed event hashes (by event index); NULL: compute
 
 
 # Per-batch outcome counts, accumulated into the table's totals.
@@ -84,6 +87,8 @@ cdef struct table_t:
     intp_t tombstones
     intp_t max_filled           # count + tombstones may not exceed this (probes stay short)
     uint64_t slot_changes       # index slots written by the kernel so far (see probe_start)
+    uint32_t n_shards           # tables sharing one key space; a power of two, at most 4
+    uint32_t shard              # the events this table takes: hash bits 62-63 mod n_shards
     int64_t free_head           # first free record below `used`, -1 if none
     uint64_t k0                 # hash key (secret, per tracker)
     uint64_t k1

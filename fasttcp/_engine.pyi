@@ -41,6 +41,8 @@ class FlowTable:
         n_states: int,
         n_classes: int,
         keys: tuple[int, int, int, int],
+        shard: int = ...,
+        n_shards: int = ...,
     ) -> None: ...
     def resize(self, capacity: int) -> None: ...
     def compact_index(self) -> None: ...
@@ -57,6 +59,8 @@ class FlowTable:
         out_conn: npt.NDArray[np.int64] | None = ...,  # int64_t[::1]
         out_state: npt.NDArray[np.uint8] | None = ...,  # uint8_t[::1]
         out_verdict: npt.NDArray[np.uint8] | None = ...,  # uint8_t[::1]
+        order: npt.NDArray[np.intp] | None = ...,  # const intp_t[::1]
+        hashes: npt.NDArray[np.uint64] | None = ...,  # const uint64_t[::1]
     ) -> tuple[int, dict[str, int]]: ...
     def lookup(
         self,
@@ -64,7 +68,24 @@ class FlowTable:
         sport: npt.NDArray[np.uint16],
         dst: npt.NDArray[Any],
         dport: npt.NDArray[np.uint16],
-    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.uint8], npt.NDArray[np.uint8]]: ...
+        out_conn: npt.NDArray[np.int64],  # int64_t[::1]
+        out_state: npt.NDArray[np.uint8],  # uint8_t[::1]
+        out_dir: npt.NDArray[np.uint8],  # uint8_t[::1]
+    ) -> None: ...
+    def partition(
+        self,
+        ts: npt.NDArray[np.int64],
+        src: npt.NDArray[Any],
+        sport: npt.NDArray[np.uint16],
+        dst: npt.NDArray[Any],
+        dport: npt.NDArray[np.uint16],
+        flags: npt.NDArray[np.uint8],
+        length: npt.NDArray[np.uint32],
+        lo: int,
+        hi: int,
+        out_hash: npt.NDArray[np.uint64],  # uint64_t[::1], one per event
+        out_order: npt.NDArray[np.intp],  # intp_t[:, ::1], (n_shards, >= hi - lo)
+    ) -> list[int]: ...
     def find_one(self, src: int | bytes, sport: int, dst: int | bytes, dport: int) -> tuple[int, int]: ...
     def record_values(self, rid: int) -> tuple[Any, ...]: ...
     def _home_and_tag(self, src: int | bytes, sport: int, dst: int | bytes, dport: int) -> tuple[int, int]: ...

@@ -92,6 +92,9 @@ cdef enum:
     RECORD_AHEAD = 16     # events between reading the slot (prefetching the record) and applying
     RING = 64             # power of two > HASH_AHEAD
 
+    SHARD_SHIFT = 62     # hash bits 62-63 choose the shard
+    MAX_SHARDS = 4
+
     RC_DONE = 0
     RC_NEED_SPACE = 1    # stopped before an event that needs a record or slot: grow, then resume
 
@@ -353,22 +356,39 @@ cdef struct ring_t:
     uint64_t walked[RING]        # where walk_tags stopped
     uint64_t walked_at[RING]     # table_t.slot_changes when it did
     int64_t tomb[RING]           # first tombstone the walk passed, -1 if none
+    bint mine[RING]              # the event belongs to this table's shard
+
+
+cdef inline bint in_shard(const table_t* t, uint64_t h) noexcept nogil:
+    # The top two hash bits pick the shard: the index uses the low 32 bits for the home slot
+    # and at most bits 32-61 for the tag, so within a shard placement stays uniform.
+    return ((h >> SHARD_SHIFT) & (t.n_shards - 1)) == t.shard
+
+
+cdef inline intp_t event_at(const events_t* ev, intp_t k) noexcept nogil:
+    """The index of the event at position k of the walk."""
+    return ev.order[k] if ev.order != NULL else k
 
 
 cdef inline void stage_hash(ring_t* ring, probe_t ix, const table_t* t, const conn_t* recs,
                             const events_t* ev, intp_t j) noexcept nogil:
-    cdef uint64_t h = event_hash(t, recs, ev, j)
+    cdef intp_t i = event_at(ev, j)
+    cdef uint64_t h = ev.hash[i] if ev.hash != NULL else event_hash(t, recs, ev, i)
     cdef uint64_t home = fastrange(h, ix.nslots)
-    ring.hash[j & (RING - 1)] = h
-    ring.home[j & (RING - 1)] = home
-    FT_PREFETCH(&ix.index[home])
+    cdef intp_t k = j & (RING - 1)
+    ring.hash[k] = h
+    ring.home[k] = home
+    ring.mine[k] = in_shard(t, h)
+    if ring.mine[k]:
+        FT_PREFETCH(&ix.index[home])
 
 
 cdef inline void stage_walk(ring_t* ring, probe_t ix, const table_t* t, const conn_t* recs,
                             intp_t j) noexcept nogil:
     cdef intp_t k = j & (RING - 1)
-    ring.walked[k] = walk_tags(ix, recs, ring.hash[k], ring.home[k], &ring.tomb[k])
-    ring.walked_at[k] = t.slot_changes
+    if ring.mine[k]:
+        ring.walked[k] = walk_tags(ix, recs, ring.hash[k], ring.home[k], &ring.tomb[k])
+        ring.walked_at[k] = t.slot_changes
 
 
 cdef inline uint64_t probe_start(const ring_t* ring, const table_t* t, intp_t i,
@@ -406,7 +426,10 @@ cdef inline void pipeline_advance(ring_t* ring, probe_t ix, const table_t* t, co
 cdef int apply_batch(table_t* t, conn_t* recs, const events_t* ev, intp_t start, intp_t n,
                      int64_t* out_conn, uint8_t* out_state, uint8_t* out_verdict,
                      counts_t* cnt, intp_t* stop) noexcept nogil:
-    """Applies events [start, n); returns RC_DONE, or RC_NEED_SPACE with *stop the event to resume at."""
+    """Applies the events at positions [start, n).
+
+    Returns RC_DONE, or RC_NEED_SPACE with *stop the position to resume at.
+    """
     cdef ring_t ring
     cdef probe_t ix = probe_fields(t)
     cdef const uint8_t* trans = t.trans
@@ -417,7 +440,7 @@ cdef int apply_batch(table_t* t, conn_t* recs, const events_t* ev, intp_t start,
     cdef const uint8_t* illegal = t.illegal
     cdef intp_t n_classes = t.n_classes
     cdef counts_t c_n = cnt[0]
-    cdef intp_t i, rid
+    cdef intp_t i, k, rid
     cdef uint64_t h, pos
     cdef int64_t first_tomb
     cdef int d, rc = RC_DONE
@@ -426,11 +449,15 @@ cdef int apply_batch(table_t* t, conn_t* recs, const events_t* ev, intp_t start,
     cdef conn_t* c
 
     pipeline_start(&ring, ix, t, recs, ev, start, n)
-    for i in range(start, n):
-        pipeline_advance(&ring, ix, t, recs, ev, i, n)
-        h = ring.hash[i & (RING - 1)]
-        pos = probe_start(&ring, t, i, &first_tomb)
+    for k in range(start, n):
+        pipeline_advance(&ring, ix, t, recs, ev, k, n)
+        if not ring.mine[k & (RING - 1)]:
+            continue  # another shard's event
+        i = event_at(ev, k)
+        h = ring.hash[k & (RING - 1)]
+        pos = probe_start(&ring, t, k, &first_tomb)
         cls = class_of[ev.flags[i]]
+        c_n.events += 1
         class_counts[cls] += 1
         rid = find(ix, recs, ev, i, h, &pos, &first_tomb, &d)
         if rid >= 0:
@@ -491,6 +518,7 @@ cdef int apply_batch(table_t* t, conn_t* recs, const events_t* ev, intp_t start,
             else:
                 if t.count >= t.capacity or t.count + t.tombstones >= t.max_filled:
                     class_counts[cls] -= 1  # the event is applied again after the resize
+                    c_n.events -= 1
                     rc = RC_NEED_SPACE
                     break
                 if first_tomb >= 0:
@@ -513,14 +541,14 @@ cdef int apply_batch(table_t* t, conn_t* recs, const events_t* ev, intp_t start,
                     remove_connection(t, recs, rid, pos)
                     c_n.closed += 1
         if out_conn != NULL:
-            out_conn[i] = rid
+            # with shards, record indices interleave: shard s owns s, s + n_shards, ...
+            out_conn[i] = rid * t.n_shards + t.shard if rid >= 0 else -1
             out_state[i] = state_out
             out_verdict[i] = verdict
     else:
-        i = n
-    c_n.events += i - start
+        k = n
     cnt[0] = c_n
-    stop[0] = i
+    stop[0] = k
     return rc
 
 
@@ -535,9 +563,11 @@ cdef void lookup_batch(const table_t* t, const conn_t* recs, const events_t* ev,
     pipeline_start(&ring, ix, t, recs, ev, 0, n)
     for i in range(n):
         pipeline_advance(&ring, ix, t, recs, ev, i, n)
+        if not ring.mine[i & (RING - 1)]:
+            continue  # another shard answers for it
         pos = probe_start(&ring, t, i, &first_tomb)
         rid = find(ix, recs, ev, i, ring.hash[i & (RING - 1)], &pos, &first_tomb, &d)
-        out_conn[i] = rid
+        out_conn[i] = rid * t.n_shards + t.shard if rid >= 0 else -1
         out_state[i] = recs[rid].state if rid >= 0 else 0
         out_direction[i] = <uint8_t>d if rid >= 0 else 0
 
@@ -652,9 +682,12 @@ cdef class FlowTable:
     cdef object _model_arrays  # keeps the compiled model's buffers alive
 
     def __cinit__(self, int family, intp_t capacity, class_of, trans, actions, illegal,
-                  intp_t n_states, intp_t n_classes, keys):
+                  intp_t n_states, intp_t n_classes, keys, int shard=0, int n_shards=1):
         if family not in (4, 6):
             raise ValueError(f"address family must be 4 or 6, not {family!r}")
+        if n_shards not in (1, 2, 4) or not 0 <= shard < n_shards:
+            raise ValueError(f"n_shards must be 1, 2 or 4 and shard below it, "
+                             f"not {shard} of {n_shards}")
         if not 1 <= capacity <= MAX_CAPACITY:
             raise ValueError(f"capacity must be between 1 and {MAX_CAPACITY}, not {capacity}")
         if not 1 <= n_states < IGNORE or n_classes < 1:
@@ -689,6 +722,8 @@ cdef class FlowTable:
         self.t.actions = &actions_v[0]
         self.t.n_states = n_states
         self.t.n_classes = n_classes
+        self.t.n_shards = n_shards
+        self.t.shard = shard
         k0, k1, k2, k3 = keys
         self.t.k0, self.t.k1, self.t.k2, self.t.k3 = k0, k1, k2, k3 | 1
         self._hist = np.zeros(n_states, dtype=np.int64)
@@ -771,12 +806,15 @@ cdef class FlowTable:
 
     def update(self, ts, src, sport, dst, dport, flags, length, intp_t start,
                int64_t[::1] out_conn=None, uint8_t[::1] out_state=None,
-               uint8_t[::1] out_verdict=None):
-        """Applies events [start, n) of validated, contiguous columns.
+               uint8_t[::1] out_verdict=None, const intp_t[::1] order=None,
+               const uint64_t[::1] hashes=None):
+        """Applies the events at positions [start, n) of validated, contiguous columns.
 
-        Returns (stop, counts): stop < n means the table needs room (resize) before event `stop`;
-        counts holds what the applied events did. Arrays must stay alive during the call, which
-        the caller's references guarantee.
+        With `order` (from `partition`), position k is event order[k] and n = len(order);
+        `hashes` then gives every event's hash so it is not computed again. Returns
+        (stop, counts): stop < n means the table needs room (resize) before position `stop`;
+        counts holds what the applied events did. Arrays must stay alive during the call,
+        which the caller's references guarantee.
         """
         cdef intp_t n = len(ts)
         cdef events_t ev = self._events(ts, src, sport, dst, dport, flags, length)
@@ -789,6 +827,14 @@ cdef class FlowTable:
         memset(&cnt, 0, sizeof(counts_t))
         if out_conn is not None and n > 0:
             conn_p, state_p, verdict_p = &out_conn[0], &out_state[0], &out_verdict[0]
+        if hashes is not None and n > 0:
+            if hashes.shape[0] != n:
+                raise ValueError("hashes must have one entry per event")
+            ev.hash = &hashes[0]
+        if order is not None:
+            n = order.shape[0]
+            if n > 0:
+                ev.order = &order[0]
         if start < n:
             with nogil:
                 if self.family == 4:
@@ -799,6 +845,37 @@ cdef class FlowTable:
                                 verdict_p, &cnt, &stop)
         self._add_totals(&cnt)
         return stop, self._counts_dict(&cnt)
+
+    def partition(self, ts, src, sport, dst, dport, flags, length, intp_t lo, intp_t hi,
+                  uint64_t[::1] out_hash, intp_t[:, ::1] out_order):
+        """Hashes events [lo, hi) and sorts their indices by shard, keeping their order.
+
+        Writes each event's hash to out_hash[i] and the indices of shard s's events to
+        out_order[s, :count[s]]; returns the counts. Without branches on the shard, so the
+        split costs the same whatever the traffic.
+        """
+        cdef intp_t n = len(ts)
+        if not 0 <= lo <= hi <= n or out_hash.shape[0] != n:
+            raise ValueError("event range or hash array does not match the batch")
+        if out_order.shape[0] != self.t.n_shards or out_order.shape[1] < hi - lo:
+            raise ValueError("out_order must have one row per shard, as long as the range")
+        cdef events_t ev = self._events(ts, src, sport, dst, dport, flags, length)
+        cdef intp_t counts[MAX_SHARDS]
+        cdef intp_t i, s
+        cdef uint64_t h
+        cdef uint32_t mask = self.t.n_shards - 1
+        memset(counts, 0, sizeof(counts))
+        with nogil:
+            for i in range(lo, hi):
+                if self.family == 4:
+                    h = event_hash(&self.t, <conn4_t*>NULL, &ev, i)
+                else:
+                    h = event_hash(&self.t, <conn6_t*>NULL, &ev, i)
+                out_hash[i] = h
+                s = (h >> SHARD_SHIFT) & mask
+                out_order[s, counts[s]] = i
+                counts[s] += 1
+        return [counts[s] for s in range(self.t.n_shards)]
 
     cdef void _add_totals(self, const counts_t* cnt):
         self.totals.events += cnt.events
@@ -813,28 +890,29 @@ cdef class FlowTable:
         return dict(zip(_COUNT_NAMES, (cnt.events, cnt.new, cnt.valid, cnt.invalid, cnt.ignored,
                                        cnt.untracked, cnt.closed)))
 
-    def lookup(self, src, sport, dst, dport):
-        """(conn, state, direction) arrays for validated, contiguous key columns; conn -1 if absent."""
+    def lookup(self, src, sport, dst, dport, int64_t[::1] out_conn, uint8_t[::1] out_state,
+               uint8_t[::1] out_dir):
+        """Fills the outputs for the keys of this table's shard (conn -1 if absent).
+
+        Keys of other shards are left as they are, so shards can fill one set of arrays.
+        """
         cdef intp_t n = len(sport)
-        out_conn = np.empty(n, dtype=np.int64)
-        out_state = np.empty(n, dtype=np.uint8)
-        out_dir = np.empty(n, dtype=np.uint8)
+        if out_conn.shape[0] != n or out_state.shape[0] != n or out_dir.shape[0] != n:
+            raise ValueError("output arrays must match the keys in length")
         if n == 0:
-            return out_conn, out_state, out_dir
+            return
         zeros64 = np.zeros(n, dtype=np.int64)
         zeros8 = np.zeros(n, dtype=np.uint8)
         zeros32 = np.zeros(n, dtype=np.uint32)
         cdef events_t ev = self._events(zeros64, src, sport, dst, dport, zeros8, zeros32)
-        cdef int64_t[::1] c_v = out_conn
-        cdef uint8_t[::1] s_v = out_state
-        cdef uint8_t[::1] d_v = out_dir
         cdef void* recs = self._records_ptr()
         with nogil:
             if self.family == 4:
-                lookup_batch(&self.t, <conn4_t*>recs, &ev, n, &c_v[0], &s_v[0], &d_v[0])
+                lookup_batch(&self.t, <conn4_t*>recs, &ev, n, &out_conn[0], &out_state[0],
+                             &out_dir[0])
             else:
-                lookup_batch(&self.t, <conn6_t*>recs, &ev, n, &c_v[0], &s_v[0], &d_v[0])
-        return out_conn, out_state, out_dir
+                lookup_batch(&self.t, <conn6_t*>recs, &ev, n, &out_conn[0], &out_state[0],
+                             &out_dir[0])
 
     cdef int _one_event(self, one_event_t* one, src, uint16_t sport, dst,
                         uint16_t dport) except -1:
@@ -878,7 +956,9 @@ cdef class FlowTable:
             rid = find(ix, <conn4_t*>self._records_ptr(), &one.ev, 0, h, &pos, &first_tomb, &d)
         else:
             rid = find(ix, <conn6_t*>self._records_ptr(), &one.ev, 0, h, &pos, &first_tomb, &d)
-        return rid, (d if rid >= 0 else 0)
+        if rid < 0 or not in_shard(&self.t, h):
+            return -1, 0
+        return rid * self.t.n_shards + self.t.shard, d
 
     def _home_and_tag(self, src, uint16_t sport, dst, uint16_t dport):
         """Test hook: (home slot, hash tag) of a key under this table's hash key and size."""
@@ -887,11 +967,14 @@ cdef class FlowTable:
         cdef uint64_t h = self._hash_one(&one)
         return fastrange(h, self.t.nslots), (h >> 32) & self.t.tag_mask
 
-    def record_values(self, intp_t rid):
-        """The fields of record `rid` as a tuple, in CONN4_DTYPE / CONN6_DTYPE order.
+    def record_values(self, intp_t conn):
+        """The fields of the record `find_one` named `conn`, in CONN4_DTYPE / CONN6_DTYPE order.
 
         Addresses come out as ints (IPv4) or 16-byte strings (IPv6).
         """
+        if conn % self.t.n_shards != self.t.shard:
+            raise IndexError(f"record {conn} belongs to another shard")
+        cdef intp_t rid = conn // self.t.n_shards
         if not 0 <= rid < self.t.used:
             raise IndexError(f"record {rid} is not in use")
         cdef conn4_t* c4

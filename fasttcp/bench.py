@@ -47,7 +47,8 @@ def measure(connections: int = 1_000_000, events: int = 1_000_000, repeats: int 
             python_events: int = 200_000, seed: int = 0) -> dict:
     """Times `events`-long batches of uniform traffic over `connections` live connections.
 
-    fasttcp runs the whole batch `repeats` times; the Python tracker runs a prefix of the
+    fasttcp runs the whole batch `repeats` times, on one table and on two shards with a
+    thread each; the Python tracker runs a prefix of the
     same traffic (`python_events` long) at least 3 times. For scale, a bare loop updating one
     64-byte record per event through a perfect index (`fasttcp._baseline`) runs the same number
     of events over as many records: the memory system's limit, on this machine, now.
@@ -59,6 +60,9 @@ def measure(connections: int = 1_000_000, events: int = 1_000_000, repeats: int 
     tracker = Tracker(capacity=connections)
     tracker.update(**setup)
     fast = median_rate(lambda: tracker.update(**traffic), events, repeats)
+    with Tracker(capacity=connections, shards=2) as sharded:
+        sharded.update(**setup)
+        two = median_rate(lambda: sharded.update(**traffic), events, repeats)
 
     records = np.zeros((connections, 8), dtype=np.uint64)
     which = np.random.default_rng(seed).integers(0, connections, events, dtype=np.uint32)
@@ -74,6 +78,7 @@ def measure(connections: int = 1_000_000, events: int = 1_000_000, repeats: int 
     return {
         "connections": connections, "events_per_batch": events, "repeats": repeats,
         "fasttcp_events_per_s": fast, "python_events_per_s": slow, "ratio": fast / slow,
+        "fasttcp_2_threads_events_per_s": two, "thread_speedup": two / fast,
         "record_loop_events_per_s": limit, "fraction_of_record_loop": fast / limit,
         "fasttcp_bytes_per_connection": tracker.bytes_per_connection(4),
         "python_bytes_per_connection": python_bytes_per_connection(workload, 100_000),
@@ -89,10 +94,13 @@ def report(result: dict) -> str:
         f"{'tracker':<20}{'events/s':>14}{'bytes/conn':>12}",
         f"{'fasttcp':<20}{result['fasttcp_events_per_s']:>14,.0f}"
         f"{result['fasttcp_bytes_per_connection']:>12.1f}",
+        f"{'fasttcp, 2 threads':<20}{result['fasttcp_2_threads_events_per_s']:>14,.0f}"
+        f"{result['fasttcp_bytes_per_connection']:>12.1f}",
         f"{'plain Python dict':<20}{result['python_events_per_s']:>14,.0f}"
         f"{result['python_bytes_per_connection']:>12.1f}",
         f"{'bare record loop':<20}{result['record_loop_events_per_s']:>14,.0f}{64:>12.1f}",
         f"ratio: {result['ratio']:.1f}x the Python tracker, "
-        f"{result['fraction_of_record_loop']:.0%} of the bare record loop",
+        f"{result['fraction_of_record_loop']:.0%} of the bare record loop; "
+        f"2 threads: {result['thread_speedup']:.2f}x one",
     ]
     return "\n".join(rows)

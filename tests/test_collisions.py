@@ -13,7 +13,7 @@ from fasttcp.models import ACK, PSH, RST, SYN
 
 def ipv4_table(tracker):
     tracker.bytes_per_connection(4)  # creates the IPv4 table
-    return tracker._tables[4]
+    return tracker._tables[4][0]
 
 
 def find_full_collision(table, tries=400_000, seed=0):
