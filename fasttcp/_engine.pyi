@@ -71,6 +71,8 @@ class FlowTable:
         out_conn: npt.NDArray[np.int64],  # int64_t[::1]
         out_state: npt.NDArray[np.uint8],  # uint8_t[::1]
         out_dir: npt.NDArray[np.uint8],  # uint8_t[::1]
+        order: npt.NDArray[np.intp] | None = ...,  # const intp_t[::1]
+        hashes: npt.NDArray[np.uint64] | None = ...,  # const uint64_t[::1]
     ) -> None: ...
     def partition(
         self,

@@ -356,7 +356,6 @@ cdef struct ring_t:
     uint64_t walked[RING]        # where walk_tags stopped
     uint64_t walked_at[RING]     # table_t.slot_changes when it did
     int64_t tomb[RING]           # first tombstone the walk passed, -1 if none
-    bint mine[RING]              # the event belongs to this table's shard
 
 
 cdef inline bint in_shard(const table_t* t, uint64_t h) noexcept nogil:
@@ -365,30 +364,46 @@ cdef inline bint in_shard(const table_t* t, uint64_t h) noexcept nogil:
     return ((h >> SHARD_SHIFT) & (t.n_shards - 1)) == t.shard
 
 
-cdef inline intp_t event_at(const events_t* ev, intp_t k) noexcept nogil:
+# How a kernel walks the batch, chosen at compile time (a fused type, so the plain walk
+# keeps its simple addressing): every event in order, or the events listed in `order`
+# (one shard's share) with hashes computed beforehand.
+cdef struct walk_all_t:
+    char unused
+cdef struct walk_ordered_t:
+    char unused
+ctypedef fused walk_t:
+    walk_all_t
+    walk_ordered_t
+
+
+cdef inline intp_t event_at(const walk_t* walk, const events_t* ev, intp_t k) noexcept nogil:
     """The index of the event at position k of the walk."""
-    return ev.order[k] if ev.order != NULL else k
+    if walk_t is walk_ordered_t:
+        return ev.order[k]
+    else:
+        return k
 
 
 cdef inline void stage_hash(ring_t* ring, probe_t ix, const table_t* t, const conn_t* recs,
-                            const events_t* ev, intp_t j) noexcept nogil:
-    cdef intp_t i = event_at(ev, j)
-    cdef uint64_t h = ev.hash[i] if ev.hash != NULL else event_hash(t, recs, ev, i)
+                            const events_t* ev, const walk_t* walk, intp_t j) noexcept nogil:
+    cdef intp_t i = event_at(walk, ev, j)
+    cdef uint64_t h
+    if walk_t is walk_ordered_t:
+        h = ev.hash[i]
+    else:
+        h = event_hash(t, recs, ev, i)
     cdef uint64_t home = fastrange(h, ix.nslots)
     cdef intp_t k = j & (RING - 1)
     ring.hash[k] = h
     ring.home[k] = home
-    ring.mine[k] = in_shard(t, h)
-    if ring.mine[k]:
-        FT_PREFETCH(&ix.index[home])
+    FT_PREFETCH(&ix.index[home])
 
 
 cdef inline void stage_walk(ring_t* ring, probe_t ix, const table_t* t, const conn_t* recs,
                             intp_t j) noexcept nogil:
     cdef intp_t k = j & (RING - 1)
-    if ring.mine[k]:
-        ring.walked[k] = walk_tags(ix, recs, ring.hash[k], ring.home[k], &ring.tomb[k])
-        ring.walked_at[k] = t.slot_changes
+    ring.walked[k] = walk_tags(ix, recs, ring.hash[k], ring.home[k], &ring.tomb[k])
+    ring.walked_at[k] = t.slot_changes
 
 
 cdef inline uint64_t probe_start(const ring_t* ring, const table_t* t, intp_t i,
@@ -404,32 +419,38 @@ cdef inline uint64_t probe_start(const ring_t* ring, const table_t* t, intp_t i,
 
 
 cdef inline void pipeline_start(ring_t* ring, probe_t ix, const table_t* t, const conn_t* recs,
-                                const events_t* ev, intp_t start, intp_t n) noexcept nogil:
+                                const events_t* ev, const walk_t* walk, intp_t start,
+                                intp_t n) noexcept nogil:
     cdef intp_t j
     for j in range(start, min(start + HASH_AHEAD, n)):
-        stage_hash(ring, ix, t, recs, ev, j)
+        stage_hash(ring, ix, t, recs, ev, walk, j)
     for j in range(start, min(start + RECORD_AHEAD, n)):
         stage_walk(ring, ix, t, recs, j)
 
 
 cdef inline void pipeline_advance(ring_t* ring, probe_t ix, const table_t* t, const conn_t* recs,
-                                  const events_t* ev, intp_t i, intp_t n) noexcept nogil:
-    """Before applying event i: hash event i+HASH_AHEAD, walk the probe of i+RECORD_AHEAD."""
+                                  const events_t* ev, const walk_t* walk, intp_t i,
+                                  intp_t n) noexcept nogil:
+    """Before applying position i: hash position i+HASH_AHEAD, walk the probe of i+RECORD_AHEAD."""
     cdef intp_t j = i + HASH_AHEAD
     if j < n:
-        stage_hash(ring, ix, t, recs, ev, j)
+        stage_hash(ring, ix, t, recs, ev, walk, j)
     j = i + RECORD_AHEAD
     if j < n:
         stage_walk(ring, ix, t, recs, j)
 
 
-cdef int apply_batch(table_t* t, conn_t* recs, const events_t* ev, intp_t start, intp_t n,
-                     int64_t* out_conn, uint8_t* out_state, uint8_t* out_verdict,
-                     counts_t* cnt, intp_t* stop) noexcept nogil:
+cdef int apply_batch(table_t* t, conn_t* recs, const events_t* events, const walk_t* walk,
+                     intp_t start, intp_t n, int64_t* out_conn, uint8_t* out_state,
+                     uint8_t* out_verdict, counts_t* cnt, intp_t* stop) noexcept nogil:
     """Applies the events at positions [start, n).
 
     Returns RC_DONE, or RC_NEED_SPACE with *stop the position to resume at.
     """
+    # A local copy of the column pointers: extensions build with -fno-strict-aliasing, so
+    # through the caller's struct every store to a record would force them to be reloaded.
+    cdef events_t ev_local = events[0]
+    cdef const events_t* ev = &ev_local
     cdef ring_t ring
     cdef probe_t ix = probe_fields(t)
     cdef const uint8_t* trans = t.trans
@@ -448,12 +469,10 @@ cdef int apply_batch(table_t* t, conn_t* recs, const events_t* ev, intp_t start,
     cdef intp_t cell
     cdef conn_t* c
 
-    pipeline_start(&ring, ix, t, recs, ev, start, n)
+    pipeline_start(&ring, ix, t, recs, ev, walk, start, n)
     for k in range(start, n):
-        pipeline_advance(&ring, ix, t, recs, ev, k, n)
-        if not ring.mine[k & (RING - 1)]:
-            continue  # another shard's event
-        i = event_at(ev, k)
+        pipeline_advance(&ring, ix, t, recs, ev, walk, k, n)
+        i = event_at(walk, ev, k)
         h = ring.hash[k & (RING - 1)]
         pos = probe_start(&ring, t, k, &first_tomb)
         cls = class_of[ev.flags[i]]
@@ -552,21 +571,23 @@ cdef int apply_batch(table_t* t, conn_t* recs, const events_t* ev, intp_t start,
     return rc
 
 
-cdef void lookup_batch(const table_t* t, const conn_t* recs, const events_t* ev, intp_t n,
-                       int64_t* out_conn, uint8_t* out_state, uint8_t* out_direction) noexcept nogil:
+cdef void lookup_batch(const table_t* t, const conn_t* recs, const events_t* events,
+                       const walk_t* walk, intp_t n, int64_t* out_conn, uint8_t* out_state,
+                       uint8_t* out_direction) noexcept nogil:
+    cdef events_t ev_local = events[0]  # see apply_batch
+    cdef const events_t* ev = &ev_local
     cdef ring_t ring
     cdef probe_t ix = probe_fields(t)
-    cdef intp_t i, rid
+    cdef intp_t i, k, rid
     cdef uint64_t pos
     cdef int64_t first_tomb
     cdef int d
-    pipeline_start(&ring, ix, t, recs, ev, 0, n)
-    for i in range(n):
-        pipeline_advance(&ring, ix, t, recs, ev, i, n)
-        if not ring.mine[i & (RING - 1)]:
-            continue  # another shard answers for it
-        pos = probe_start(&ring, t, i, &first_tomb)
-        rid = find(ix, recs, ev, i, ring.hash[i & (RING - 1)], &pos, &first_tomb, &d)
+    pipeline_start(&ring, ix, t, recs, ev, walk, 0, n)
+    for k in range(n):
+        pipeline_advance(&ring, ix, t, recs, ev, walk, k, n)
+        i = event_at(walk, ev, k)
+        pos = probe_start(&ring, t, k, &first_tomb)
+        rid = find(ix, recs, ev, i, ring.hash[k & (RING - 1)], &pos, &first_tomb, &d)
         out_conn[i] = rid * t.n_shards + t.shard if rid >= 0 else -1
         out_state[i] = recs[rid].state if rid >= 0 else 0
         out_direction[i] = <uint8_t>d if rid >= 0 else 0
@@ -643,6 +664,23 @@ CONN4_DTYPE = _struct_dtype(_FIELDS, field_offsets(&_dummy4), ["u4", "u4"] + _CO
                             sizeof(conn4_t))
 CONN6_DTYPE = _struct_dtype(_FIELDS, field_offsets(&_dummy6),
                             [("u1", (16,)), ("u1", (16,))] + _COUNTER_FORMATS, sizeof(conn6_t))
+
+
+cdef intp_t _set_walk(events_t* ev, intp_t n, const intp_t[::1] order,
+                     const uint64_t[::1] hashes) except -1:
+    """Points ev at an order and its hashes (both or neither); returns the positions to walk."""
+    if (order is None) != (hashes is None):
+        raise ValueError("order and hashes come together")
+    if order is None:
+        return n
+    if hashes.shape[0] != n:
+        raise ValueError("hashes must have one entry per event")
+    if order.shape[0] > 0:
+        if np.asarray(order).min() < 0 or np.asarray(order).max() >= n:
+            raise IndexError("order names events outside the batch")
+        ev.order = &order[0]
+        ev.hash = &hashes[0]
+    return order.shape[0]
 
 
 cdef struct one_event_t:
@@ -827,22 +865,21 @@ cdef class FlowTable:
         memset(&cnt, 0, sizeof(counts_t))
         if out_conn is not None and n > 0:
             conn_p, state_p, verdict_p = &out_conn[0], &out_state[0], &out_verdict[0]
-        if hashes is not None and n > 0:
-            if hashes.shape[0] != n:
-                raise ValueError("hashes must have one entry per event")
-            ev.hash = &hashes[0]
-        if order is not None:
-            n = order.shape[0]
-            if n > 0:
-                ev.order = &order[0]
+        n = _set_walk(&ev, n, order, hashes)
         if start < n:
             with nogil:
-                if self.family == 4:
-                    apply_batch(&self.t, <conn4_t*>recs, &ev, start, n, conn_p, state_p,
-                                verdict_p, &cnt, &stop)
+                if self.family == 4 and ev.order == NULL:
+                    apply_batch(&self.t, <conn4_t*>recs, &ev, <walk_all_t*>NULL, start, n,
+                                conn_p, state_p, verdict_p, &cnt, &stop)
+                elif self.family == 4:
+                    apply_batch(&self.t, <conn4_t*>recs, &ev, <walk_ordered_t*>NULL, start, n,
+                                conn_p, state_p, verdict_p, &cnt, &stop)
+                elif ev.order == NULL:
+                    apply_batch(&self.t, <conn6_t*>recs, &ev, <walk_all_t*>NULL, start, n,
+                                conn_p, state_p, verdict_p, &cnt, &stop)
                 else:
-                    apply_batch(&self.t, <conn6_t*>recs, &ev, start, n, conn_p, state_p,
-                                verdict_p, &cnt, &stop)
+                    apply_batch(&self.t, <conn6_t*>recs, &ev, <walk_ordered_t*>NULL, start, n,
+                                conn_p, state_p, verdict_p, &cnt, &stop)
         self._add_totals(&cnt)
         return stop, self._counts_dict(&cnt)
 
@@ -891,10 +928,11 @@ cdef class FlowTable:
                                        cnt.untracked, cnt.closed)))
 
     def lookup(self, src, sport, dst, dport, int64_t[::1] out_conn, uint8_t[::1] out_state,
-               uint8_t[::1] out_dir):
-        """Fills the outputs for the keys of this table's shard (conn -1 if absent).
+               uint8_t[::1] out_dir, const intp_t[::1] order=None,
+               const uint64_t[::1] hashes=None):
+        """Fills the outputs for the keys (all, or those `order` lists), conn -1 if absent.
 
-        Keys of other shards are left as they are, so shards can fill one set of arrays.
+        Other keys are left as they are, so shards can fill one set of arrays.
         """
         cdef intp_t n = len(sport)
         if out_conn.shape[0] != n or out_state.shape[0] != n or out_dir.shape[0] != n:
@@ -906,13 +944,20 @@ cdef class FlowTable:
         zeros32 = np.zeros(n, dtype=np.uint32)
         cdef events_t ev = self._events(zeros64, src, sport, dst, dport, zeros8, zeros32)
         cdef void* recs = self._records_ptr()
+        n = _set_walk(&ev, n, order, hashes)
         with nogil:
-            if self.family == 4:
-                lookup_batch(&self.t, <conn4_t*>recs, &ev, n, &out_conn[0], &out_state[0],
-                             &out_dir[0])
+            if self.family == 4 and ev.order == NULL:
+                lookup_batch(&self.t, <conn4_t*>recs, &ev, <walk_all_t*>NULL, n, &out_conn[0],
+                             &out_state[0], &out_dir[0])
+            elif self.family == 4:
+                lookup_batch(&self.t, <conn4_t*>recs, &ev, <walk_ordered_t*>NULL, n,
+                             &out_conn[0], &out_state[0], &out_dir[0])
+            elif ev.order == NULL:
+                lookup_batch(&self.t, <conn6_t*>recs, &ev, <walk_all_t*>NULL, n, &out_conn[0],
+                             &out_state[0], &out_dir[0])
             else:
-                lookup_batch(&self.t, <conn6_t*>recs, &ev, n, &out_conn[0], &out_state[0],
-                             &out_dir[0])
+                lookup_batch(&self.t, <conn6_t*>recs, &ev, <walk_ordered_t*>NULL, n,
+                             &out_conn[0], &out_state[0], &out_dir[0])
 
     cdef int _one_event(self, one_event_t* one, src, uint16_t sport, dst,
                         uint16_t dport) except -1:

@@ -352,22 +352,27 @@ class Tracker:
         wait(futures)
         return [future.result() for future in futures]  # raises the first error
 
-    def _update_sharded(self, tables: list, columns: tuple, outs: tuple) -> list:
-        """Splits the batch by shard (each thread hashing a slice), then each shard applies its
-        events in batch order on its own thread."""
+    def _split(self, tables: list, columns: tuple, parallel: bool) -> tuple[list, np.ndarray]:
+        """Each shard's event indices in batch order, and every event's hash.
+
+        The threads hash a slice of the batch each and sort it by shard."""
         n, shards = len(columns[0]), len(tables)
-        parallel = n >= _PARALLEL_MIN_EVENTS
         hashes = np.empty(n, dtype=np.uint64)
         cuts = [n * p // shards for p in range(shards + 1)]
-        orders = [np.empty((shards, cuts[p + 1] - cuts[p]), dtype=np.intp)
-                  for p in range(shards)]
+        parts = [np.empty((shards, cuts[p + 1] - cuts[p]), dtype=np.intp) for p in range(shards)]
         counts = self._run([(tables[0].partition, (*columns, cuts[p], cuts[p + 1], hashes,
-                                                   orders[p])) for p in range(shards)],
-                           parallel)
-        per_shard = [np.concatenate([orders[p][s, :counts[p][s]] for p in range(shards)])
-                     for s in range(shards)]
-        return self._run([(self._update_table, (table, columns, outs, per_shard[s], hashes))
-                          for s, table in enumerate(tables)], parallel)
+                                                   parts[p])) for p in range(shards)], parallel)
+        orders = [np.concatenate([parts[p][s, :counts[p][s]] for p in range(shards)])
+                  for s in range(shards)]
+        return orders, hashes
+
+    def _update_sharded(self, tables: list, columns: tuple, outs: tuple) -> list:
+        """Splits the batch by shard, then each shard applies its events, in batch order, on
+        its own thread."""
+        parallel = len(columns[0]) >= _PARALLEL_MIN_EVENTS
+        orders, hashes = self._split(tables, columns, parallel)
+        return self._run([(self._update_table, (table, columns, outs, order, hashes))
+                          for table, order in zip(tables, orders)], parallel)
 
     def _update_table(self, table: _engine.FlowTable, columns: tuple, outs: tuple,
                       order: Optional[np.ndarray] = None,
@@ -448,8 +453,15 @@ class Tracker:
         result = LookupResult(np.full(n, -1, dtype=np.int64), np.zeros(n, dtype=np.uint8),
                               np.zeros(n, dtype=np.uint8))
         with self._lock:
-            for table in self._tables.get(family, ()):
-                table.lookup(src, sport, dst, dport, *result)
+            tables = self._tables.get(family, [])
+            if len(tables) == 1:
+                tables[0].lookup(src, sport, dst, dport, *result)
+            elif tables:
+                columns = (np.zeros(n, dtype=np.int64), src, sport, dst, dport,
+                           np.zeros(n, dtype=np.uint8), np.zeros(n, dtype=np.uint32))
+                orders, hashes = self._split(tables, columns, parallel=False)
+                for table, order in zip(tables, orders):
+                    table.lookup(src, sport, dst, dport, *result, order, hashes)
         return result
 
     def lookup(self, src: AddressLike, sport: int, dst: AddressLike,
