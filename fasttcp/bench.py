@@ -21,14 +21,21 @@ from fasttcp.tracker import Tracker
 from fasttcp.workloads import Workload, columns, uniform_workload
 
 
-def median_rate(fn: Callable[[], object], events: int, repeats: int) -> float:
-    """Events per second at the median of `repeats` timed calls of fn()."""
-    times = []
+def median_rates(runs: dict[str, tuple[Callable[[], object], int]],
+                 repeats: int) -> dict[str, float]:
+    """Events per second of each named (fn, events) at the median of `repeats` rounds.
+
+    The rounds interleave the contestants, so a change in the machine's speed during the
+    measurement (other tenants, frequency) reaches all of them alike and ratios stay fair.
+    """
+    times: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return events / statistics.median(times)
+        for name, (fn, _events) in runs.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: events / statistics.median(times[name])
+            for name, (_fn, events) in runs.items()}
 
 
 def python_bytes_per_connection(workload: Workload, sample: int) -> float:
@@ -47,33 +54,32 @@ def measure(connections: int = 1_000_000, events: int = 1_000_000, repeats: int 
             python_events: int = 200_000, seed: int = 0) -> dict:
     """Times `events`-long batches of uniform traffic over `connections` live connections.
 
-    fasttcp runs the whole batch `repeats` times, on one table and on two shards with a
-    thread each; the Python tracker runs a prefix of the
-    same traffic (`python_events` long) at least 3 times. For scale, a bare loop updating one
-    64-byte record per event through a perfect index (`fasttcp._baseline`) runs the same number
-    of events over as many records: the memory system's limit, on this machine, now.
-    Returns a dict of the figures.
+    In each of `repeats` rounds: fasttcp on one table, fasttcp on two shards with a thread
+    each, the Python tracker on a prefix of the same traffic (`python_events` long), and, for
+    scale, a bare loop updating one 64-byte record per event through a perfect index
+    (`fasttcp._baseline`) over as many records: the memory system's limit, on this machine,
+    now. Returns a dict of the medians and their ratios.
     """
     workload = uniform_workload(connections, events, seed)
     setup, traffic = columns(workload.setup), columns(workload.traffic)
 
     tracker = Tracker(capacity=connections)
     tracker.update(**setup)
-    fast = median_rate(lambda: tracker.update(**traffic), events, repeats)
-    with Tracker(capacity=connections, shards=2) as sharded:
-        sharded.update(**setup)
-        two = median_rate(lambda: sharded.update(**traffic), events, repeats)
-
     records = np.zeros((connections, 8), dtype=np.uint64)
     which = np.random.default_rng(seed).integers(0, connections, events, dtype=np.uint32)
-    limit = median_rate(lambda: touch_records(records, which), events, repeats)
-    del records
-
     python_events = min(python_events, events)
     ref = ReferenceTracker()
     ref.update(**setup)
     prefix = columns(workload.traffic[:python_events])
-    slow = median_rate(lambda: ref.update(**prefix), python_events, max(3, repeats // 2))
+    with Tracker(capacity=connections, shards=2) as sharded:
+        sharded.update(**setup)
+        rates = median_rates({
+            "fast": (lambda: tracker.update(**traffic), events),
+            "two": (lambda: sharded.update(**traffic), events),
+            "limit": (lambda: touch_records(records, which), events),
+            "slow": (lambda: ref.update(**prefix), python_events),
+        }, repeats)
+    fast, two, limit, slow = rates["fast"], rates["two"], rates["limit"], rates["slow"]
 
     return {
         "connections": connections, "events_per_batch": events, "repeats": repeats,
