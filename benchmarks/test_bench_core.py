@@ -26,26 +26,23 @@ def live(request):
     return tracker, workload
 
 
-def events_per_s(benchmark, events):
+def timed(benchmark, fn, events, **kwargs):
+    """7 timed rounds of fn(**kwargs) after a warm-up; records events/s at the median."""
+    result = benchmark.pedantic(fn, kwargs=kwargs, rounds=7, iterations=1, warmup_rounds=1)
     benchmark.extra_info["events_per_s_median"] = events / benchmark.stats.stats.median
+    return result
 
 
 def test_update(benchmark, live):
     tracker, workload = live
-    traffic = columns(workload.traffic)
-    benchmark.pedantic(tracker.update, kwargs=traffic, rounds=7, iterations=1,
-                       warmup_rounds=1)
-    events_per_s(benchmark, BATCH)
+    timed(benchmark, tracker.update, BATCH, **columns(workload.traffic))
 
 
 def test_update_two_threads(benchmark, live):
     tracker, workload = live
     with Tracker(capacity=len(tracker), shards=2, seed=1) as sharded:
         sharded.update(**columns(workload.setup))
-        traffic = columns(workload.traffic)
-        benchmark.pedantic(sharded.update, kwargs=traffic, rounds=7, iterations=1,
-                           warmup_rounds=1)
-    events_per_s(benchmark, BATCH)
+        timed(benchmark, sharded.update, BATCH, **columns(workload.traffic))
 
 
 def test_update_small_batches(benchmark, live):
@@ -56,16 +53,12 @@ def test_update_small_batches(benchmark, live):
         for batch in batches:
             tracker.update(**batch)
 
-    benchmark.pedantic(run, rounds=7, iterations=1, warmup_rounds=1)
-    events_per_s(benchmark, 100_000)
+    timed(benchmark, run, 100_000)
 
 
 def test_update_with_event_outputs(benchmark, live):
     tracker, workload = live
-    traffic = columns(workload.traffic)
-    benchmark.pedantic(tracker.update, kwargs=dict(traffic, return_events=True), rounds=7,
-                       iterations=1, warmup_rounds=1)
-    events_per_s(benchmark, BATCH)
+    timed(benchmark, tracker.update, BATCH, **columns(workload.traffic), return_events=True)
 
 
 def test_histogram(benchmark, live):
@@ -77,11 +70,9 @@ def test_histogram(benchmark, live):
 def test_lookup_many(benchmark, live):
     tracker, workload = live
     keys = columns(workload.traffic)
-    result = benchmark.pedantic(tracker.lookup_many,
-                                args=(keys["src"], keys["sport"], keys["dst"], keys["dport"]),
-                                rounds=7, iterations=1, warmup_rounds=1)
+    result = timed(benchmark, tracker.lookup_many, BATCH, src=keys["src"], sport=keys["sport"],
+                   dst=keys["dst"], dport=keys["dport"])
     assert (result.conn >= 0).all()
-    events_per_s(benchmark, BATCH)
 
 
 def test_lookup_scalar(benchmark, live):
