@@ -1,6 +1,7 @@
 """The public Tracker API: batches, validation, lookups, histograms, capacity and memory."""
 import ipaddress
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -381,3 +382,18 @@ def test_sharded_table_full_is_reported():
         assert 20_000 <= len(t) < 40_000
     with pytest.raises(ValueError, match="shards must be"):
         Tracker(shards=3)
+
+
+def test_dropped_sharded_trackers_release_their_threads():
+    import gc
+    before = threading.active_count()
+    for k in range(3):
+        t = Tracker(capacity=20_000, shards=2, seed=k)
+        t.update(**random_established(20_000, seed=k))  # large enough to use the threads
+        del t
+    gc.collect()
+    for _ in range(50):
+        if threading.active_count() <= before:
+            break
+        time.sleep(0.01)
+    assert threading.active_count() <= before
