@@ -481,8 +481,8 @@ _FIN_SENT = {"ESTABLISHED": "FIN_WAIT_1", "SYN_RCVD": "FIN_WAIT_1", "CLOSE_WAIT"
              "LAST_ACK": "LAST_ACK", "TIME_WAIT": "TIME_WAIT"}
 # What receiving a FIN (which carries ACK) makes of the receiver: flags-only, its ACK is taken
 # to acknowledge a FIN the receiver sent, so FIN_WAIT_1 goes straight to TIME_WAIT.
-_FIN_RECEIVED = {"ESTABLISHED": "CLOSE_WAIT", "FIN_WAIT_1": "TIME_WAIT", "FIN_WAIT_2": "TIME_WAIT",
-                 "CLOSING": "TIME_WAIT"}
+_FIN_RECEIVED = {"ESTABLISHED": "CLOSE_WAIT", "SYN_RCVD": "CLOSE_WAIT", "FIN_WAIT_1": "TIME_WAIT",
+                 "FIN_WAIT_2": "TIME_WAIT", "CLOSING": "TIME_WAIT"}
 # What receiving an ACK makes of the receiver: it is taken to acknowledge the receiver's SYN
 # or FIN if one is outstanding.
 _ACK_RECEIVED = {"SYN_RCVD": "ESTABLISHED", "FIN_WAIT_1": "FIN_WAIT_2", "CLOSING": "TIME_WAIT",
@@ -493,43 +493,48 @@ _ACK_SENDERS = {"ESTABLISHED", "FIN_WAIT_1", "FIN_WAIT_2", "CLOSE_WAIT", "CLOSIN
 _FINISHED = {"CLOSED", "TIME_WAIT"}
 
 
-def _rfc793_segment(sender: str, receiver: str, cls: str,
-                    new: bool) -> tuple[str, str, str] | str:
-    """The observer's inference for one segment: (sender', receiver', action) or a verdict.
+def _rfc793_first(cls: str) -> tuple[str, str, str] | str:
+    """The pair a connection's first segment opens, as (sender, receiver, action)."""
+    return {"SYN": ("SYN_SENT", "LISTEN", ""),
+            # the SYN was missed: the receiver of the SYN-ACK is the originator
+            "SYNACK": ("SYN_RCVD", "SYN_SENT", "flip"),
+            "ACK": ("ESTABLISHED", "ESTABLISHED", "pickup"),
+            "FIN": ("FIN_WAIT_1", "CLOSE_WAIT", "pickup"),
+            "RST": ("CLOSED", "CLOSED", ""),  # a lone RST is recorded, as Zeek does
+            }.get(cls, "invalid")  # illegal combinations never open a connection
 
-    `new` is True for the first segment of a connection (both ends still CLOSED). The observer
-    assumes each segment it sees reaches the receiver, and, without sequence numbers, that an
-    ACK acknowledges whatever SYN or FIN the receiver has outstanding.
+
+def _rfc793_segment(sender: str, receiver: str, cls: str) -> tuple[str, str, str] | str:
+    """The observer's inference for one segment of a live connection.
+
+    Returns (sender', receiver', action) or a verdict. The observer assumes each segment it
+    sees reaches the receiver, and, without sequence numbers, that an ACK acknowledges
+    whatever SYN or FIN the receiver has outstanding.
     """
     if cls == "RST":
-        return ("CLOSED", "CLOSED", "")  # closes both ends; a lone one is recorded (as Zeek does)
+        return ("CLOSED", "CLOSED", "")
     if cls not in ("SYN", "SYNACK", "FIN", "ACK"):
         return "invalid"  # an illegal combination: counted, never acted on
-    if new:
-        return {"SYN": ("SYN_SENT", "LISTEN", ""),
-                # the SYN was missed: the receiver of the SYN-ACK is the originator
-                "SYNACK": ("SYN_RCVD", "SYN_SENT", "flip"),
-                "ACK": ("ESTABLISHED", "ESTABLISHED", "pickup"),
-                "FIN": ("FIN_WAIT_1", "CLOSE_WAIT", "pickup")}[cls]
+    if cls == "SYN" and sender in _FINISHED and receiver in _FINISHED:
+        return ("SYN_SENT", "LISTEN", "reopen")  # the 4-tuple is used again
+    if sender == receiver == "CLOSED":
+        return "ignore"  # late segments of a reset connection
     if cls == "SYN":
-        if sender in _FINISHED and receiver in _FINISHED:
-            return ("SYN_SENT", "LISTEN", "reopen")  # the 4-tuple is used again
         if sender == "SYN_SENT":
             return (sender, receiver, "")  # retransmitted SYN
         if sender == "LISTEN" and receiver == "SYN_SENT":
-            # simultaneous open: the SYNs crossed; the first one's sender now has the second
-            return ("SYN_SENT", "SYN_RCVD", "")
+            # simultaneous open: the SYNs crossed, and each reaches the other (figure 8)
+            return ("SYN_RCVD", "SYN_RCVD", "")
         return "ignore"  # a SYN inside a live connection: out of sync or an attack; let pass
     if cls == "SYNACK":
         if sender == "LISTEN" and receiver == "SYN_SENT":
             return ("SYN_RCVD", "SYN_SENT", "")  # the answer; the client is established on its ACK
-        if sender in ("SYN_SENT", "SYN_RCVD") and receiver in ("SYN_SENT", "SYN_RCVD"):
-            if sender == "SYN_RCVD" and receiver == "SYN_SENT":
-                return (sender, receiver, "")  # retransmitted SYN-ACK
-            # simultaneous open: the sender has the peer's SYN, the receiver gets the ACK of its own
-            return ("SYN_RCVD", "ESTABLISHED", "")
+        if sender == "SYN_RCVD" and receiver == "SYN_SENT":
+            return (sender, receiver, "")  # retransmitted SYN-ACK
+        if sender == "SYN_RCVD" and receiver == "SYN_RCVD":
+            return ("SYN_RCVD", "ESTABLISHED", "")  # simultaneous open: the first SYN-ACK
         if sender == "ESTABLISHED" and receiver == "SYN_RCVD":
-            return ("ESTABLISHED", "ESTABLISHED", "")  # the late SYN-ACK of a simultaneous open
+            return ("ESTABLISHED", "ESTABLISHED", "")  # simultaneous open: the second one
         return "ignore" if sender in _ACK_SENDERS else "invalid"
     if cls == "ACK":
         if sender == "SYN_SENT" and receiver == "SYN_RCVD":
@@ -542,24 +547,30 @@ def _rfc793_segment(sender: str, receiver: str, cls: str,
             return "invalid"  # nothing to acknowledge yet, or the sender is closed
         return (sender, _ACK_RECEIVED.get(receiver, receiver), "")
     # FIN
+    if sender == "CLOSED" and receiver == "TIME_WAIT":
+        # the last ACK was lost after we saw it: the peer, still in LAST_ACK, sends its FIN
+        # again (what TIME_WAIT waits for)
+        return ("LAST_ACK", "TIME_WAIT", "")
     if sender not in _FIN_SENT:
         return "invalid"  # no FIN before the handshake is answered
     return (_FIN_SENT[sender], _FIN_RECEIVED.get(receiver, receiver), "")
 
 
 def _rfc793_rule(state: str, direction: str, cls: str) -> tuple[str, str]:
+    if state == "NONE":  # no connection: this segment opens one (only the orig row is used)
+        outcome = _rfc793_first(cls)
+        if isinstance(outcome, str):
+            return outcome, ""
+        sender, receiver, action = outcome
+        first, second = (receiver, sender) if action == "flip" else (sender, receiver)
+        return f"{first}/{second}", action
     orig, resp = state.split("/")
-    new = (orig, resp) == ("CLOSED", "CLOSED")
     sender, receiver = (orig, resp) if direction == "orig" else (resp, orig)
-    outcome = _rfc793_segment(sender, receiver, cls, new)
+    outcome = _rfc793_segment(sender, receiver, cls)
     if isinstance(outcome, str):
         return outcome, ""
     sender, receiver, action = outcome
-    if new and direction == "resp" and not action and cls != "RST":
-        action = "reopen"  # a pair closed by a lone RST restarts, this segment's sender first
-    if action == "flip":
-        return f"{receiver}/{sender}", action
-    if action or direction == "orig":  # the sender is, or becomes, the originator
+    if action == "reopen" or direction == "orig":  # the sender is, or becomes, the originator
         return f"{sender}/{receiver}", action
     return f"{receiver}/{sender}", action
 
@@ -568,7 +579,7 @@ def rfc793() -> Model:
     """The RFC 793 states of both endpoints as an observer infers them (the default model).
 
     Each state is a pair ``ORIGINATOR/RESPONDER`` of RFC 793 endpoint states, 121 in all,
-    kept as one code; ``Tracker.histogram(by="orig")`` and ``by="resp"`` give the endpoint
+    kept as one code (plus NONE, before the first segment); ``Tracker.histogram(by="orig")`` and ``by="resp"`` give the endpoint
     views. What the observer cannot know for sure it infers as follows (each is tested):
 
     * every segment seen reaches its receiver;
@@ -583,10 +594,14 @@ def rfc793() -> Model:
     * a first segment that is a SYN-ACK means the SYN was missed: the roles are flipped, as
       Zeek does, and the connection is flagged (``STATUS_FLIPPED``);
     * a first segment without SYN is a mid-stream pickup: both ends ESTABLISHED (or closing,
-      for a FIN), flagged ``STATUS_PICKED_UP``; a lone RST is recorded as CLOSED/CLOSED, and
-      the next segment on such a pair starts a new connection;
-    * a SYN inside a live connection is ignored; a SYN once both ends are CLOSED or in
-      TIME_WAIT reopens the 4-tuple, its sender becoming the originator;
+      for a FIN), flagged ``STATUS_PICKED_UP``; a lone RST is recorded as CLOSED/CLOSED;
+    * a RST leaves the pair CLOSED/CLOSED, where late segments are ignored; a SYN once both
+      ends are CLOSED or in TIME_WAIT reopens the 4-tuple, its sender becoming the
+      originator; a SYN inside a live connection is ignored;
+    * simultaneous open follows RFC 793 figure 8: the crossing SYNs reach both ends
+      (SYN_RCVD/SYN_RCVD), each SYN-ACK then establishes its receiver;
+    * a FIN arriving after the final ACK (TIME_WAIT/CLOSED) means that ACK was lost: the
+      sender is back in LAST_ACK;
     * illegal flag combinations are invalid everywhere, never create a connection, and are
       counted per connection and per class.
 
@@ -594,9 +609,11 @@ def rfc793() -> Model:
     >>> m.next_state("SYN_SENT/LISTEN", "resp", "SYNACK")
     ('SYN_SENT/SYN_RCVD', '')
     """
-    states = tuple(f"{o}/{r}" for o in RFC793_STATES for r in RFC793_STATES)
-    pairs = np.array([(i, j) for i in range(len(RFC793_STATES))
-                      for j in range(len(RFC793_STATES))], dtype=np.uint8)
+    # NONE, before the first segment, is apart from CLOSED/CLOSED, where a reset leaves a pair;
+    # for the endpoint histograms it counts as CLOSED on both sides (it never holds a connection)
+    states = ("NONE",) + tuple(f"{o}/{r}" for o in RFC793_STATES for r in RFC793_STATES)
+    pairs = np.array([(0, 0)] + [(i, j) for i in range(len(RFC793_STATES))
+                                 for j in range(len(RFC793_STATES))], dtype=np.uint8)
     timeouts = {f"{o}/{r}": max(RFC793_ENDPOINT_TIMEOUTS[o], RFC793_ENDPOINT_TIMEOUTS[r])
                 for o in RFC793_STATES for r in RFC793_STATES}
     return tabulate_model("rfc793", states, _rfc793_rule, timeouts=timeouts,

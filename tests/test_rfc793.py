@@ -47,16 +47,42 @@ def test_three_segment_close_fin_answered_by_fin_ack():
     assert states[3:] == ["FIN_WAIT_1/CLOSE_WAIT", "TIME_WAIT/LAST_ACK", "TIME_WAIT/CLOSED"]
 
 
-def test_simultaneous_open():
-    # RFC 793 figure 8: SYNs cross, then each side answers the other's SYN with a SYN-ACK.
-    t, states, verdicts = rfc([("c", SYN), ("s", SYN), ("s", SYNACK), ("c", SYNACK)])
-    assert states == ["SYN_SENT/LISTEN", "SYN_RCVD/SYN_SENT", "ESTABLISHED/SYN_RCVD",
-                      "ESTABLISHED/ESTABLISHED"]
-    assert verdicts == ["new", "valid", "valid", "valid"]
+@pytest.mark.parametrize("first", ["c", "s"])
+def test_simultaneous_open(first):
+    # RFC 793 figure 8: the SYNs cross and reach both ends (SYN_RCVD on both); each SYN-ACK
+    # then establishes its receiver, whichever comes first.
+    second = "s" if first == "c" else "c"
+    t, states, verdicts = rfc([("c", SYN), ("s", SYN), (first, SYNACK), (second, SYNACK),
+                               ("s", PSHACK, 10), ("c", PSHACK, 10)])
+    middle = "SYN_RCVD/ESTABLISHED" if first == "c" else "ESTABLISHED/SYN_RCVD"
+    assert states == ["SYN_SENT/LISTEN", "SYN_RCVD/SYN_RCVD", middle] + \
+        ["ESTABLISHED/ESTABLISHED"] * 3
+    assert verdicts == ["new"] + ["valid"] * 5
     orig = [s.split("/")[0] for s in states]
-    resp = [s.split("/")[1] for s in states]
-    assert orig[:3] == ["SYN_SENT", "SYN_RCVD", "ESTABLISHED"]      # SYN_SENT -> SYN_RCVD -> ES
-    assert resp[1:] == ["SYN_SENT", "SYN_RCVD", "ESTABLISHED"]
+    assert orig[:2] == ["SYN_SENT", "SYN_RCVD"] and orig[-1] == "ESTABLISHED"
+
+
+def test_fin_in_syn_rcvd_half_of_a_simultaneous_open():
+    _, states, verdicts = rfc([("c", SYN), ("s", SYN), ("s", SYNACK), ("c", FINACK), ("s", ACK)])
+    assert states[-2:] == ["FIN_WAIT_1/CLOSE_WAIT", "FIN_WAIT_2/CLOSE_WAIT"]
+    assert "invalid" not in verdicts
+
+
+def test_retransmitted_last_fin_after_the_final_ack():
+    # the final ACK was lost after the observer saw it: the peer sends its FIN again
+    closed = HANDSHAKE + [("c", FINACK), ("s", ACK), ("s", FINACK), ("c", ACK)]
+    _, states, verdicts = rfc(closed + [("s", FINACK), ("c", ACK)])
+    assert states[-3:] == ["TIME_WAIT/CLOSED", "TIME_WAIT/LAST_ACK", "TIME_WAIT/CLOSED"]
+    assert verdicts[-2:] == ["valid", "valid"]
+
+
+def test_late_segments_after_a_reset_are_ignored():
+    t, states, verdicts = rfc(HANDSHAKE + [("s", RST), ("c", PSHACK, 5), ("s", ACK),
+                                           ("c", FINACK)])
+    assert states[-4:] == ["CLOSED/CLOSED"] * 4
+    assert verdicts[-3:] == ["ignored"] * 3
+    conn = info(t)
+    assert not conn.picked_up and conn.orig_h == "10.0.0.1" and t.stats["closed"] == 0
 
 
 def test_simultaneous_close_flags_only():
@@ -85,7 +111,7 @@ PREFIXES = {
     "FIN_WAIT_2/CLOSE_WAIT": HANDSHAKE + [("c", FINACK), ("s", ACK)],
     "TIME_WAIT/LAST_ACK": HANDSHAKE + [("c", FINACK), ("s", ACK), ("s", FINACK)],
     "TIME_WAIT/CLOSED": HANDSHAKE + [("c", FINACK), ("s", ACK), ("s", FINACK), ("c", ACK)],
-    "SYN_RCVD/SYN_SENT": [("c", SYN), ("s", SYN)],
+    "SYN_RCVD/SYN_RCVD": [("c", SYN), ("s", SYN)],
     "ESTABLISHED/SYN_RCVD": [("c", SYN), ("s", SYN), ("s", SYNACK)],
     "CLOSE_WAIT/FIN_WAIT_1": HANDSHAKE + [("s", FINACK)],
 }
@@ -139,12 +165,13 @@ def test_syn_inside_a_connection_is_ignored_and_a_syn_after_close_reopens():
     assert info(t).orig_h == "10.0.0.2" and t.stats["closed"] == 1
 
 
-def test_lone_rst_is_recorded_and_the_next_segment_starts_over():
+@pytest.mark.parametrize("sender, orig", [("c", "10.0.0.1"), ("s", "10.0.0.2")])
+def test_lone_rst_is_recorded_and_a_syn_reopens(sender, orig):
     t, states, verdicts = rfc([("c", RST)])
     assert (states, verdicts, len(t)) == (["CLOSED/CLOSED"], ["new"], 1)
-    t, states, verdicts = rfc([("s", SYN)], tracker=t)
-    assert (states, verdicts) == (["SYN_SENT/LISTEN"], ["new"])
-    assert info(t).orig_h == "10.0.0.2" and info(t).orig_pkts == 1
+    t, states, verdicts = rfc([("c", ACK), (sender, SYN)], tracker=t)
+    assert (states, verdicts) == (["CLOSED/CLOSED", "SYN_SENT/LISTEN"], ["ignored", "new"])
+    assert info(t).orig_h == orig and info(t).orig_pkts == 1
 
 
 @pytest.mark.parametrize("flags", [0, FIN, FIN | PSH | URG, SYN | FIN, SYN | RST, 0xFF])
@@ -195,7 +222,8 @@ def test_timeouts_documented_and_overridable():
 
 def test_rfc793_is_the_default_and_complete():
     t = Tracker()
-    assert t.model.name == "rfc793" and len(t.model.states) == 121
+    assert t.model.name == "rfc793" and len(t.model.states) == 122  # 11 x 11 pairs and NONE
     table = t.model.table
-    assert ((table < 121) | (table >= 254)).all()
+    assert ((table < 122) | (table >= 254)).all()
+    assert not (table[1:] == 0).any()  # no connection goes back to NONE
     assert np.array_equal(t.model.pairs[t.model.state_code("SYN_SENT/LISTEN")], [2, 1])
