@@ -236,7 +236,8 @@ def compile_model(
     rows : str
         Lines ``DIRECTION CLASSES CELL...``: DIRECTION is ``orig``, ``resp`` or ``*`` (both);
         CLASSES one flag class or several joined by ``|``; then one cell per state in order, or a
-        single cell for all states. Cells are aliases, optionally followed by ``*`` or ``~``.
+        single cell for all states. Cells are aliases, a state's optionally followed by a
+        marker (``*``, ``~``, ``^``, ``+``: see the module docstring).
         ``#`` starts a comment. Every (direction, class) pair must be given exactly once.
     flag_classes : sequence of str
     classify : callable
@@ -302,11 +303,12 @@ def compile_model(
                 table[:, d, cls] = [code for code, _ in parsed]
                 actions[:, d, cls] = [act for _, act in parsed]
     missing = [(d, i) for d in (0, 1) for i in range(len(flag_classes)) if (d, i) not in given]
+    if default is not None:
+        code, act = _parse_cell(default, alias_codes, "default")
     if missing:
         if default is None:
             names = ", ".join(f"({DIRECTIONS[d]}, {flag_classes[i]})" for d, i in missing)
             raise ValueError(f"model {name!r} is incomplete: no row for {names}")
-        code, act = _parse_cell(default, alias_codes, "default")
         for d, i in missing:
             table[:, d, i] = code
             actions[:, d, i] = act
@@ -322,7 +324,10 @@ def _parse_cell(cell: str, alias_codes: Mapping[str, int], where: str) -> tuple[
     m = re.fullmatch(r"(\w+)([*~^+]?)", cell)
     if not m or m.group(1) not in alias_codes:
         raise ValueError(f"{where}: unknown cell {cell!r}")
-    return alias_codes[m.group(1)], _MARKERS[m.group(2)]
+    code, action = alias_codes[m.group(1)], _MARKERS[m.group(2)]
+    if action != ACTION_NONE and code in (INVALID, IGNORE):
+        raise ValueError(f"{where}: marker on {cell!r}, which leaves the state as it is")
+    return code, action
 
 
 def tabulate_model(

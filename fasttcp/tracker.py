@@ -50,12 +50,16 @@ AddressLike = Union[str, int, bytes, ipaddress.IPv4Address, ipaddress.IPv6Addres
 class TableFullError(RuntimeError):
     """The table is at its bound and may not grow.
 
-    Events before ``applied`` were applied; the tracker is consistent and usable.
+    ``unapplied`` holds the indices (into the batch) of the events that were not applied,
+    ``applied`` the first of them: every event before it was applied. On one table that is
+    all there is; with shards, later events of other shards were applied too. The tracker
+    is consistent and usable.
     """
 
-    def __init__(self, message: str, applied: int):
+    def __init__(self, message: str, applied: int, unapplied: np.ndarray):
         super().__init__(message)
         self.applied = applied
+        self.unapplied = unapplied
 
 
 class UpdateResult(NamedTuple):
@@ -266,6 +270,7 @@ class Tracker:
         self.shards = shards
         self._tables: dict[int, list[_engine.FlowTable]] = {}
         self._lock = threading.Lock()
+        self._counter_lock = threading.Lock()  # shard threads count resizes
         self._pool = ThreadPoolExecutor(shards, "fasttcp-shard") if shards > 1 else None
         self.resizes = 0
 
@@ -322,8 +327,8 @@ class Tracker:
         Raises
         ------
         TableFullError
-            When a new connection does not fit and the table may not grow; the events before
-            ``err.applied`` were applied.
+            When a new connection does not fit and the table may not grow; ``err.unapplied``
+            lists the events that were not applied (every other one was).
         """
         cols = self._batch_columns(ts, src, sport, dst, dport, flags, length)
         family, ts, src, sport, dst, dport, flags, length = cols
@@ -336,19 +341,35 @@ class Tracker:
         with self._lock:
             tables = self._family(family)
             if len(tables) == 1:
-                results = [self._update_table(tables[0], columns, outs)]
+                orders: list = [None]
+                hashes = None
+                parallel = False
             else:
-                results = self._update_sharded(tables, columns, outs)
+                parallel = n >= _PARALLEL_MIN_EVENTS
+                orders, hashes = self._split(tables, columns, parallel)
+            # every table runs to its end, full or not, before any error is raised
+            results = self._run([(self._update_table, (table, columns, outs, order, hashes))
+                                 for table, order in zip(tables, orders)], parallel)
+        unapplied = [left for _, left in results if left is not None]
+        if unapplied:
+            left = np.sort(np.concatenate(unapplied))
+            raise TableFullError(
+                f"IPv{family} table full (max_capacity={self.max_capacity}): "
+                f"{len(left)} of {n} events not applied", applied=int(left[0]), unapplied=left)
+        results = [counts for counts, _ in results]
         totals = {key: sum(counts[key] for counts in results)
                   for key in ("new", "valid", "invalid", "ignored")}
         return UpdateResult(totals["new"], totals["valid"], totals["invalid"], totals["ignored"],
                             *(outs or (None, None, None)))
 
     def _run(self, calls: list, parallel: bool) -> list:
-        """Runs (function, args) pairs on the shard threads, or here in turn."""
-        if self._pool is None or not parallel:
+        """Runs (function, args) pairs on the shard threads, or here in turn.
+
+        Called with the lock held, so close() cannot take the pool away meanwhile."""
+        pool = self._pool
+        if pool is None or not parallel:
             return [fn(*args) for fn, args in calls]
-        futures = [self._pool.submit(fn, *args) for fn, args in calls]
+        futures = [pool.submit(fn, *args) for fn, args in calls]
         wait(futures)
         return [future.result() for future in futures]  # raises the first error
 
@@ -366,19 +387,11 @@ class Tracker:
                   for s in range(shards)]
         return orders, hashes
 
-    def _update_sharded(self, tables: list, columns: tuple, outs: tuple) -> list:
-        """Splits the batch by shard, then each shard applies its events, in batch order, on
-        its own thread."""
-        parallel = len(columns[0]) >= _PARALLEL_MIN_EVENTS
-        orders, hashes = self._split(tables, columns, parallel)
-        return self._run([(self._update_table, (table, columns, outs, order, hashes))
-                          for table, order in zip(tables, orders)], parallel)
-
     def _update_table(self, table: _engine.FlowTable, columns: tuple, outs: tuple,
-                      order: Optional[np.ndarray] = None,
-                      hashes: Optional[np.ndarray] = None) -> dict[str, int]:
+                      order: Optional[np.ndarray],
+                      hashes: Optional[np.ndarray]) -> tuple[dict[str, int], Optional[np.ndarray]]:
         """Runs a batch (or, with `order`, some of its events) through one table, making room
-        as it asks."""
+        as it asks. Returns the counts and, if the table filled up, the events not applied."""
         n = len(columns[0]) if order is None else len(order)
         ts, src, sport, dst, dport, flags, length = columns
         out_conn, out_state, out_verdict = outs or (None, None, None)
@@ -390,23 +403,23 @@ class Tracker:
             for key, value in counts.items():
                 totals[key] = totals.get(key, 0) + value
             if stop == n:
-                return totals
-            self._make_room(table, stop)
+                return totals, None
+            if not self._make_room(table):
+                left = np.arange(stop, n) if order is None else order[stop:]
+                return totals, left
 
-    def _make_room(self, table: _engine.FlowTable, stop: int) -> None:
+    def _make_room(self, table: _engine.FlowTable) -> bool:
+        """Compacts or grows a table that asked for room; False if it is at its bound."""
         if table.needs_compaction:
             table.compact_index()
-            return
+            return True
         bound = self._shard_share(self.max_capacity)
         if table.capacity >= bound:
-            raise TableFullError(
-                f"IPv{table.family} table full at {table.capacity * self.shards} connections "
-                f"(max_capacity={self.max_capacity}); {stop} events of the batch were applied"
-                + (" for this shard; the other shards took all of theirs" if self.shards > 1
-                   else ""),
-                applied=stop)
+            return False
         table.resize(min(2 * table.capacity, bound))
-        self.resizes += 1
+        with self._counter_lock:
+            self.resizes += 1
+        return True
 
     @staticmethod
     def _batch_columns(ts, src, sport, dst, dport, flags, length):
@@ -617,10 +630,11 @@ class Tracker:
                 + (f", shards={self.shards})" if self.shards > 1 else ")"))
 
     def close(self) -> None:
-        """Stops the shard threads (if any). The tracker stays readable."""
-        if self._pool is not None:
-            self._pool.shutdown()
-            self._pool = None
+        """Stops the shard threads (if any); later batches run shard after shard."""
+        with self._lock:
+            if self._pool is not None:
+                self._pool.shutdown()
+                self._pool = None
 
     def __enter__(self) -> "Tracker":
         return self

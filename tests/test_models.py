@@ -147,3 +147,11 @@ def test_tabulate_model_checks_the_rule():
     m = tabulate_model("ok", ["A", "B"],
                        lambda state, direction, cls: ("B", "") if cls == "SYN" else ("ignore", ""))
     assert m.next_state("A", "resp", "SYN") == ("B", "") and m.pairs is None
+
+
+def test_default_is_checked_even_when_unused_and_markers_need_a_state():
+    with pytest.raises(ValueError, match="default: unknown cell 'typo'"):
+        compile_model("tiny", ["NEW", "OPEN", "CLOSED"], TINY_ALIASES, TINY_ROWS, default="typo")
+    with pytest.raises(ValueError, match="marker on 'iv\\+'"):
+        compile_model("tiny", ["NEW", "OPEN", "CLOSED"], TINY_ALIASES,
+                      TINY_ROWS.replace("  iv", "  iv+"))

@@ -119,9 +119,10 @@ def test_growth_keeps_indices_and_connections():
 def test_full_table_raises_after_applying_what_fits():
     cols = random_established(50, seed=6)
     t = Tracker(capacity=40, seed=6)
-    with pytest.raises(TableFullError, match="full at 40") as err:
+    with pytest.raises(TableFullError, match="10 of 50 events not applied") as err:
         t.update(**cols)
     assert err.value.applied == 40 and len(t) == 40
+    assert err.value.unapplied.tolist() == list(range(40, 50))
     # updates to connections already tracked still go through
     first = {k: v[:10] for k, v in cols.items()}
     assert t.update(**first).valid == 10
@@ -374,14 +375,38 @@ def test_sharded_large_batches_match_one_table(shards):
         assert many.resizes > 0 and len(many) == len(one) > 1000
 
 
-def test_sharded_table_full_is_reported():
-    cols = random_established(40_000, seed=22)
-    with Tracker(capacity=20_000, seed=22, shards=2) as t:
-        with pytest.raises(TableFullError, match="for this shard"):
+@pytest.mark.parametrize("n", [600, 40_000])  # shard after shard, and on the shard threads
+def test_sharded_table_full_reports_exactly_what_was_not_applied(n):
+    cols = random_established(n, seed=22)
+    with Tracker(capacity=n // 2, seed=22, shards=2) as t:
+        with pytest.raises(TableFullError, match="events not applied") as err:
             t.update(**cols)
-        assert 20_000 <= len(t) < 40_000
+        left = err.value.unapplied
+        assert err.value.applied == left[0] and len(t) == n - len(left)
+        # every shard went on to its bound: the events listed are exactly the untracked ones
+        found = t.lookup_many(cols["src"], cols["sport"], cols["dst"], cols["dport"]).conn
+        assert np.flatnonzero(found < 0).tolist() == left.tolist()
     with pytest.raises(ValueError, match="shards must be"):
         Tracker(shards=3)
+
+
+def test_close_while_updating_is_safe():
+    t = Tracker(capacity=50_000, shards=2, seed=23)
+    cols = random_established(40_000, seed=23)
+    errors = []
+
+    def feed():
+        try:
+            for _ in range(5):
+                t.update(**cols)
+        except Exception as exc:  # noqa: BLE001 - any exception is the failure under test
+            errors.append(exc)
+
+    th = threading.Thread(target=feed)
+    th.start()
+    t.close()
+    th.join()
+    assert errors == [] and len(t) == 40_000
 
 
 def test_dropped_sharded_trackers_release_their_threads():
