@@ -7,10 +7,14 @@ endpoints. `FlowTable.update` applies a batch of segments in one `nogil` loop th
 transition table of a model (see `fasttcp.models`).
 
 The loop hides memory latency by software pipelining: the hash of event i+HASH_AHEAD is computed
-and its index slot prefetched, the slot of event i+RECORD_AHEAD is read and its record prefetched,
-then event i is applied with a full (now cached) lookup. Prefetches are hints only: every event is
-applied with an exact lookup, in order, so events of one batch that touch the same connection see
-each other's effects.
+and its index slot prefetched; the probe of event i+RECORD_AHEAD is walked by hash tag and the
+matching record prefetched; then event i is applied with an exact lookup, starting where the
+walk stopped if no slot has changed since. Prefetches are hints only: events are applied in
+order, so events of one batch that touch the same connection see each other's effects.
+
+Tables can be shards of one tracker: hash bits 62-63 pick a connection's shard, `partition`
+sorts a batch's events by shard, and each shard's table applies its own list (a compile-time
+variant of the loop) on its own thread.
 """
 import math
 
