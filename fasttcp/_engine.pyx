@@ -217,6 +217,17 @@ cdef inline void set_endpoints(conn_t* c, const events_t* ev, intp_t i, bint fli
         (&c.orig_h)[1 - sender] = ev.dst6[i]
 
 
+cdef inline uint32_t hash_tag(uint64_t h, uint32_t tag_mask) noexcept nogil:
+    # the high half of the hash; the low half picks the home slot (fastrange)
+    return <uint32_t>(h >> 32) & tag_mask
+
+
+cdef inline uint32_t make_slot(uint64_t h, uint32_t tag_mask, uint32_t id_bits,
+                               intp_t rid) noexcept nogil:
+    """The index slot of record `rid` with hash h: its tag above, record index + 2 below."""
+    return (hash_tag(h, tag_mask) << id_bits) | <uint32_t>(rid + SLOT_ID_BIAS)
+
+
 cdef struct probe_t:
     # The index fields a probe reads, copied out of table_t into a local so the compiler
     # knows stores into records and the histogram cannot change them.
@@ -244,7 +255,7 @@ cdef inline intp_t find(probe_t ix, const conn_t* recs, const events_t* ev, intp
     first tombstone on the way: the insertion point is the tombstone if there is one.
     """
     cdef uint64_t p = pos[0]
-    cdef uint32_t tag = <uint32_t>(h >> 32) & ix.tag_mask
+    cdef uint32_t tag = hash_tag(h, ix.tag_mask)
     cdef uint32_t slot
     cdef intp_t rid
     cdef int d
@@ -276,7 +287,7 @@ cdef inline uint64_t walk_tags(probe_t ix, const conn_t* recs, uint64_t h,
     Walks by tags only (the slots share the prefetched cache line as a rule) and prefetches
     the record of the match, which is almost always the connection itself.
     """
-    cdef uint32_t tag = <uint32_t>(h >> 32) & ix.tag_mask
+    cdef uint32_t tag = hash_tag(h, ix.tag_mask)
     cdef uint64_t p = home
     cdef uint32_t slot = ix.index[p]
     cdef const conn_t* c
@@ -308,8 +319,13 @@ cdef inline void count_segment(conn_t* c, int d, const events_t* ev, intp_t i) n
         c.last_ts = ts
 
 
-cdef inline void start_connection(conn_t* c, uint8_t state, uint8_t act, const events_t* ev,
-                                  intp_t i) noexcept nogil:
+cdef inline void count_illegal(conn_t* c) noexcept nogil:
+    if (c.status & S_ILLEGAL_MAX) != S_ILLEGAL_MAX:
+        c.status += S_ILLEGAL_ONE
+
+
+cdef inline void start_connection(conn_t* c, uint8_t state, uint8_t act, bint illegal_segment,
+                                  const events_t* ev, intp_t i) noexcept nogil:
     cdef bint flip = act == A_FLIP
     set_endpoints(c, ev, i, flip)
     c.state = state
@@ -323,11 +339,8 @@ cdef inline void start_connection(conn_t* c, uint8_t state, uint8_t act, const e
     c.orig_bytes = c.resp_bytes = 0
     c.first_ts = c.last_ts = ev.ts[i]
     count_segment(c, flip, ev, i)
-
-
-cdef inline void count_illegal(conn_t* c) noexcept nogil:
-    if (c.status & S_ILLEGAL_MAX) != S_ILLEGAL_MAX:
-        c.status += S_ILLEGAL_ONE
+    if illegal_segment:
+        count_illegal(c)
 
 
 cdef inline void remove_connection(table_t* t, conn_t* recs, intp_t rid, uint64_t pos) noexcept nogil:
@@ -507,9 +520,7 @@ cdef int apply_batch(table_t* t, conn_t* recs, const events_t* events, const wal
                 hist[old] -= 1
                 hist[nxt] += 1
                 c_n.closed += 1
-                start_connection(c, nxt, act, ev, i)
-                if illegal[cls]:
-                    count_illegal(c)
+                start_connection(c, nxt, act, illegal[cls], ev, i)
                 verdict = V_NEW
                 c_n.new += 1
             else:
@@ -548,13 +559,10 @@ cdef int apply_batch(table_t* t, conn_t* recs, const events_t* events, const wal
                     pos = <uint64_t>first_tomb
                     t.tombstones -= 1
                 rid = allocate_record(t, recs)
-                t.index[pos] = (((<uint32_t>(h >> 32)) & ix.tag_mask) << ix.id_bits) | \
-                    <uint32_t>(rid + SLOT_ID_BIAS)
+                t.index[pos] = make_slot(h, ix.tag_mask, ix.id_bits, rid)
                 t.slot_changes += 1
                 c = &recs[rid]
-                start_connection(c, nxt, act, ev, i)
-                if illegal[cls]:
-                    count_illegal(c)
+                start_connection(c, nxt, act, illegal[cls], ev, i)
                 hist[nxt] += 1
                 t.count += 1
                 verdict = V_NEW
@@ -611,8 +619,7 @@ cdef void rebuild_index(table_t* t, const conn_t* recs) noexcept nogil:
                 p += 1
                 if p == t.nslots:
                     p = 0
-            t.index[p] = (((<uint32_t>(h >> 32)) & t.tag_mask) << t.id_bits) | \
-                <uint32_t>(rid + SLOT_ID_BIAS)
+            t.index[p] = make_slot(h, t.tag_mask, t.id_bits, rid)
 
 
 cdef void probe_lengths(const table_t* t, const conn_t* recs, int64_t* out) noexcept nogil:

@@ -101,9 +101,8 @@ class ReferenceTracker:
                 stats[verdict] += 1
                 stats["untracked"] += 1
                 return 0, verdict, False
-            conn = self.conns[key] = self._start(src, sport, dst, dport, nxt, ts, flags, length,
-                                                 action)
-            conn.illegal = min(15, conn.illegal + illegal)
+            self.conns[key] = self._start(src, sport, dst, dport, nxt, ts, flags, length, action,
+                                          illegal)
             self.hist[nxt] += 1
             stats["new"] += 1
             if action == ACTION_CLOSE_UNREPLIED:
@@ -129,9 +128,8 @@ class ReferenceTracker:
         if action in (ACTION_REOPEN, ACTION_FLIP, ACTION_PICKUP):
             stats["closed"] += 1
             stats["new"] += 1
-            conn = self.conns[key] = self._start(src, sport, dst, dport, nxt, ts, flags, length,
-                                                 action)
-            conn.illegal = illegal
+            self.conns[key] = self._start(src, sport, dst, dport, nxt, ts, flags, length, action,
+                                          illegal)
             return nxt, "new", True
         conn.count(direction, flags, length, ts)
         conn.state = nxt
@@ -144,8 +142,8 @@ class ReferenceTracker:
 
     @staticmethod
     def _start(src: Hashable, sport: int, dst: Hashable, dport: int, state: int, ts: int,
-               flags: int, length: int, action: int) -> Conn:
-        """A new connection opened by this segment."""
+               flags: int, length: int, action: int, illegal: int) -> Conn:
+        """A new connection opened by this segment (`illegal` 1 if its flags are)."""
         if action == ACTION_FLIP:  # the receiver is the originator
             conn = Conn(dst, dport, src, sport, state, ts)
             conn.flipped = conn.replied = True
@@ -154,6 +152,7 @@ class ReferenceTracker:
             conn = Conn(src, sport, dst, dport, state, ts)
             conn.picked_up = action == ACTION_PICKUP
             conn.count(0, flags, length, ts)
+        conn.illegal = illegal
         return conn
 
     def _remove(self, key: tuple) -> None:
