@@ -265,8 +265,7 @@ def compile_model(
     ('OPEN', '')
     """
     states, flag_classes = tuple(states), tuple(flag_classes)
-    codes = {"invalid": INVALID, "ignore": IGNORE}
-    codes.update((s, i) for i, s in enumerate(states))
+    codes = _result_codes(states)
     alias_codes = {}
     for alias, target in aliases.items():
         if target not in codes:
@@ -312,11 +311,8 @@ def compile_model(
         for d, i in missing:
             table[:, d, i] = code
             actions[:, d, i] = act
-    if illegal is None:
-        illegal = ILLEGAL_CLASSES if flag_classes == FLAG_CLASSES else ()
-
-    return Model(name, states, flag_classes, _class_table(classify, flag_classes), table,
-                 actions, dict(timeouts or {}), tuple(illegal))
+    return _finish_model(name, states, flag_classes, classify, table, actions, timeouts,
+                         illegal)
 
 
 def _parse_cell(cell: str, alias_codes: Mapping[str, int], where: str) -> tuple[int, int]:
@@ -356,8 +352,7 @@ def tabulate_model(
     ('SEEN', '')
     """
     states, flag_classes = tuple(states), tuple(flag_classes)
-    codes = {"invalid": INVALID, "ignore": IGNORE}
-    codes.update((s, i) for i, s in enumerate(states))
+    codes = _result_codes(states)
     action_codes = {v: k for k, v in _ACTION_NAMES.items()}
     table = np.zeros((len(states), 2, len(flag_classes)), dtype=np.uint8)
     actions = np.zeros_like(table)
@@ -370,6 +365,24 @@ def tabulate_model(
                                      f"{(result, action)!r}: no such state or action")
                 table[si, d, ci] = codes[result]
                 actions[si, d, ci] = action_codes[action]
+    return _finish_model(name, states, flag_classes, classify, table, actions, timeouts,
+                         illegal, endpoint_states, pairs, endpoint_timeouts)
+
+
+def _result_codes(states: tuple) -> dict[str, int]:
+    """Cell results by name: every state's code, and INVALID / IGNORE."""
+    codes = {"invalid": INVALID, "ignore": IGNORE}
+    codes.update((s, i) for i, s in enumerate(states))
+    return codes
+
+
+def _finish_model(name: str, states: tuple, flag_classes: tuple,
+                  classify: Callable[[int], str], table: np.ndarray, actions: np.ndarray,
+                  timeouts: Mapping[str, float] | None, illegal: Sequence[str] | None,
+                  endpoint_states: Sequence[str] = (), pairs: np.ndarray | None = None,
+                  endpoint_timeouts: Mapping[str, float] | None = None) -> Model:
+    """The Model of compiled tables; illegal classes default to the scan classes of
+    FLAG_CLASSES when those classes are used."""
     if illegal is None:
         illegal = ILLEGAL_CLASSES if flag_classes == FLAG_CLASSES else ()
     return Model(name, states, flag_classes, _class_table(classify, flag_classes), table,
