@@ -330,14 +330,13 @@ class Tracker:
             When a new connection does not fit and the table may not grow; ``err.unapplied``
             lists the events that were not applied (every other one was).
         """
-        cols = self._batch_columns(ts, src, sport, dst, dport, flags, length)
-        family, ts, src, sport, dst, dport, flags, length = cols
-        n = len(ts)
+        family, *valid = self._batch_columns(ts, src, sport, dst, dport, flags, length)
+        columns = tuple(valid)  # ts, src, sport, dst, dport, flags, length
+        n = len(columns[0])
         outs: tuple = ()
         if return_events:
             outs = (np.full(n, -1, dtype=np.int64), np.zeros(n, dtype=np.uint8),
                     np.zeros(n, dtype=np.uint8))
-        columns = (ts, src, sport, dst, dport, flags, length)
         with self._lock:
             tables = self._family(family)
             if len(tables) == 1:
