@@ -1,0 +1,493 @@
+"""Capture parsing kernels: pcap records and pcapng blocks in, TCP segments out.
+
+The Python layer (`fasttcp.capture`) reads a file in chunks and hands each chunk here. A kernel
+walks the records of the chunk in one `nogil` loop, decodes each frame down to the TCP header
+(link layer, VLAN/MPLS/PPPoE shims, IPv4 options, IPv6 extension headers) and writes one
+SEGMENT_DTYPE or SEGMENT6_DTYPE row per TCP segment. It stops at the first record the chunk does
+not hold whole (the caller reads more and calls again), when an output array is full, at a
+pcapng block the Python layer interprets (section and interface descriptions: rare, and full of
+options), or at a record that cannot be valid (a negative status; nothing after it is trusted).
+
+Every frame that yields no segment is counted under one reason (`COUNT_NAMES`); nothing is dropped
+silently. Every read is checked against the captured length first: a frame never makes the parser
+look past its own bytes.
+"""
+import numpy as np
+
+from fasttcp._typedefs cimport int8_t, int64_t, intp_t, uint8_t, uint16_t, uint32_t, uint64_t
+from fasttcp._pcap cimport progress_t, seg4_t, seg6_t
+
+from libc.string cimport memcpy
+
+# Counter slots, in the order of COUNT_NAMES. A frame lands in exactly one of them besides
+# "packets": ipv4/ipv6 when it gave a segment, else the reason it did not.
+cdef enum:
+    K_PACKETS = 0
+    K_IPV4 = 1
+    K_IPV6 = 2
+    K_NON_IP = 3          # a link-layer payload that is neither IPv4 nor IPv6 (ARP, LLDP, ...)
+    K_NON_TCP = 4         # IP, but not TCP (UDP, ICMP, ESP, no next header)
+    K_FRAGMENT = 5        # a non-first IP fragment: no TCP header in it
+    K_TRUNCATED = 6       # captured bytes end before the TCP header does
+    K_MALFORMED = 7       # a header that cannot be valid (IP version, header or data lengths)
+    K_UNSUPPORTED_LINK = 8  # a frame from an interface whose link type is not decoded
+    N_COUNTS = 9
+
+COUNT_NAMES = ("packets", "ipv4", "ipv6", "non_ip", "non_tcp", "fragment", "truncated",
+               "malformed", "unsupported_link")
+
+# Kernel outcomes. Non-negative: where it stopped and why; negative: the record at `pos` is
+# corrupt (the Python layer names the problem from ERRORS).
+cdef enum:
+    S_NEED_DATA = 0       # the record at pos is not whole in this chunk
+    S_OUT_FULL = 1        # an output array is full
+    S_BLOCK = 2           # a pcapng section/interface block at pos, for the Python layer
+    E_RECORD_LENGTH = -1  # pcap: captured length beyond any sane snapshot length
+    E_BLOCK_LENGTH = -2   # pcapng: total length under 12 bytes, not a multiple of 4, or huge
+    E_BLOCK_TRAILER = -3  # pcapng: the trailing copy of the length differs
+    E_INTERFACE = -4      # pcapng: a packet names an interface not described before it
+    E_PACKET_LENGTH = -5  # pcapng: captured length runs past the end of its block
+
+NEED_DATA = S_NEED_DATA
+OUT_FULL = S_OUT_FULL
+BLOCK = S_BLOCK
+ERRORS = {
+    E_RECORD_LENGTH: "record's captured length is larger than any snapshot length",
+    E_BLOCK_LENGTH: "block length is not a multiple of 4 between 12 bytes and 64 MiB",
+    E_BLOCK_TRAILER: "block's trailing length does not match its leading length",
+    E_INTERFACE: "packet refers to an interface that no earlier block described",
+    E_PACKET_LENGTH: "packet's captured length runs past the end of its block",
+}
+
+# Link types (tcpdump.org/linktypes.html) the frame decoder understands.
+LINKTYPE_NULL = 0
+LINKTYPE_ETHERNET = 1
+LINKTYPE_RAW = 101
+LINKTYPE_LOOP = 108
+LINKTYPE_LINUX_SLL = 113
+LINKTYPE_IPV4 = 228
+LINKTYPE_IPV6 = 229
+LINKTYPE_LINUX_SLL2 = 276
+# Before LINKTYPE_RAW existed, some systems wrote their DLT_RAW value (12 or 14) into files.
+SUPPORTED_LINKTYPES = frozenset({0, 1, 12, 14, 101, 108, 113, 228, 229, 276})
+
+cdef enum:
+    # The largest pcap record length accepted: libpcap's MAXIMUM_SNAPLEN.
+    C_MAX_RECORD = 262_144
+    # The largest pcapng block accepted (Wireshark's limit is 16 MiB; jumbo frames are far
+    # smaller).
+    C_MAX_BLOCK = 64 << 20
+MAX_RECORD = C_MAX_RECORD
+MAX_BLOCK = C_MAX_BLOCK
+
+SEG4_SIZE = sizeof(seg4_t)
+SEG6_SIZE = sizeof(seg6_t)
+
+cdef enum:
+    ETH_IPV4 = 0x0800
+    ETH_IPV6 = 0x86DD
+    ETH_VLAN = 0x8100
+    ETH_QINQ = 0x88A8
+    ETH_QINQ_OLD = 0x9100
+    ETH_MPLS = 0x8847
+    ETH_MPLS_MC = 0x8848
+    ETH_PPPOE = 0x8864
+    PROTO_TCP = 6
+    TCP_SYN = 0x02
+
+cdef inline uint16_t be16(const uint8_t* p) noexcept nogil:
+    return (<uint16_t>p[0] << 8) | p[1]
+
+cdef inline uint32_t be32(const uint8_t* p) noexcept nogil:
+    return (<uint32_t>p[0] << 24) | (<uint32_t>p[1] << 16) | (<uint32_t>p[2] << 8) | p[3]
+
+cdef inline uint32_t le32(const uint8_t* p) noexcept nogil:
+    return (<uint32_t>p[3] << 24) | (<uint32_t>p[2] << 16) | (<uint32_t>p[1] << 8) | p[0]
+
+cdef inline uint32_t rd32(const uint8_t* p, bint swapped) noexcept nogil:
+    """A 32-bit field of the file's own byte order: little-endian unless `swapped`."""
+    return be32(p) if swapped else le32(p)
+
+cdef inline uint16_t rd16(const uint8_t* p, bint swapped) noexcept nogil:
+    return be16(p) if swapped else <uint16_t>((<uint16_t>p[1] << 8) | p[0])
+
+
+cdef inline int8_t window_scale(const uint8_t* opt, intp_t n) noexcept nogil:
+    """The window-scale option (kind 3) among `n` bytes of TCP options; -1 if absent."""
+    cdef intp_t i = 0
+    cdef uint8_t kind
+    while i < n:
+        kind = opt[i]
+        if kind == 0:
+            break
+        if kind == 1:
+            i += 1
+            continue
+        if i + 1 >= n or opt[i + 1] < 2:
+            break
+        if kind == 3 and opt[i + 1] == 3 and i + 2 < n:
+            return <int8_t>(opt[i + 2] if opt[i + 2] <= 14 else 14)   # RFC 7323 caps it at 14
+        i += opt[i + 1]
+    return -1
+
+
+cdef inline int read_tcp(const uint8_t* p, intp_t avail, intp_t ip_payload, uint8_t* out_ports,
+                         uint8_t* flags, uint32_t* length, uint32_t* seq, uint32_t* ack,
+                         uint16_t* window, int8_t* wscale) noexcept nogil:
+    """Decodes the TCP header at `p`: `avail` bytes captured, `ip_payload` bytes by the IP
+    header's own length (-1: unknown, use what was captured). Returns 0 or a counter slot."""
+    cdef intp_t header
+    if avail < 20:
+        return K_TRUNCATED
+    header = (p[12] >> 4) * 4
+    if header < 20:
+        return K_MALFORMED
+    if ip_payload < 0:
+        ip_payload = avail
+    if ip_payload < header:
+        return K_MALFORMED
+    memcpy(out_ports, p, 4)
+    seq[0] = be32(p + 4)
+    ack[0] = be32(p + 8)
+    flags[0] = p[13]
+    window[0] = be16(p + 14)
+    length[0] = <uint32_t>(ip_payload - header)
+    wscale[0] = -1
+    if p[13] & TCP_SYN:
+        wscale[0] = window_scale(p + 20, (header if header < avail else avail) - 20)
+    return 0
+
+
+cdef int decode_ipv4(const uint8_t* p, intp_t avail, int64_t ts, seg4_t* out) noexcept nogil:
+    """An IPv4 packet at `p`; writes `out` and returns K_IPV4, or returns the skip reason."""
+    cdef intp_t header, total, rc
+    cdef uint8_t ports[4]
+    if avail < 20:
+        return K_TRUNCATED
+    if p[0] >> 4 != 4:
+        return K_MALFORMED
+    header = (p[0] & 0x0F) * 4
+    total = be16(p + 2)
+    if header < 20:
+        return K_MALFORMED
+    if be16(p + 6) & 0x1FFF:
+        return K_FRAGMENT
+    if p[9] != PROTO_TCP:
+        return K_NON_TCP
+    if avail < header:
+        return K_TRUNCATED
+    # a zero total length is what segmentation offload leaves in locally captured packets
+    if total != 0 and total < header:
+        return K_MALFORMED
+    rc = read_tcp(p + header, avail - header, total - header if total else -1, ports,
+                  &out.flags, &out.length, &out.seq, &out.ack, &out.window, &out.wscale)
+    if rc:
+        return rc
+    out.ts = ts
+    out.src = be32(p + 12)
+    out.dst = be32(p + 16)
+    out.sport = be16(ports)
+    out.dport = be16(ports + 2)
+    return K_IPV4
+
+
+cdef int decode_ipv6(const uint8_t* p, intp_t avail, int64_t ts, seg6_t* out) noexcept nogil:
+    """An IPv6 packet at `p`, its extension headers walked to TCP; as decode_ipv4."""
+    cdef intp_t off = 40, ext, payload, rc
+    cdef uint8_t next_header
+    cdef uint8_t ports[4]
+    if avail < 40:
+        return K_TRUNCATED
+    if p[0] >> 4 != 6:
+        return K_MALFORMED
+    payload = be16(p + 4)          # 0: a jumbogram or offloaded packet, length unknown
+    next_header = p[6]
+    while next_header != PROTO_TCP:
+        if next_header in (0, 43, 60, 135, 139, 140):   # hop-by-hop, routing, destination, ...
+            if avail < off + 2:
+                return K_TRUNCATED
+            ext = (<intp_t>p[off + 1] + 1) * 8
+        elif next_header == 44:                          # fragment header
+            if avail < off + 8:
+                return K_TRUNCATED
+            if be16(p + off + 2) & 0xFFF8:
+                return K_FRAGMENT
+            ext = 8
+        elif next_header == 51:                          # authentication header
+            if avail < off + 2:
+                return K_TRUNCATED
+            ext = (<intp_t>p[off + 1] + 2) * 4
+        else:                                            # UDP, ICMPv6, ESP, no next header...
+            return K_NON_TCP
+        next_header = p[off]
+        off += ext
+        if payload and off - 40 > payload:
+            return K_MALFORMED
+    if avail < off:
+        return K_TRUNCATED
+    rc = read_tcp(p + off, avail - off, payload - (off - 40) if payload else -1, ports,
+                  &out.flags, &out.length, &out.seq, &out.ack, &out.window, &out.wscale)
+    if rc:
+        return rc
+    out.ts = ts
+    memcpy(out.src, p + 8, 16)
+    memcpy(out.dst, p + 24, 16)
+    out.sport = be16(ports)
+    out.dport = be16(ports + 2)
+    return K_IPV6
+
+
+cdef int decode_ip(const uint8_t* p, intp_t avail, int64_t ts, seg4_t* out4,
+                   seg6_t* out6) noexcept nogil:
+    """An IP packet of either version, told apart by its first nibble."""
+    if avail < 1:
+        return K_TRUNCATED
+    if p[0] >> 4 == 4:
+        return decode_ipv4(p, avail, ts, out4)
+    if p[0] >> 4 == 6:
+        return decode_ipv6(p, avail, ts, out6)
+    return K_NON_IP
+
+
+cdef int decode_ethertype(const uint8_t* p, intp_t caplen, intp_t off, uint16_t ethertype,
+                          int64_t ts, seg4_t* out4, seg6_t* out6) noexcept nogil:
+    """The payload at `off` of a frame whose link header named `ethertype`: strips VLAN tags,
+    MPLS labels and PPPoE session headers on the way to IP."""
+    while True:
+        if ethertype == ETH_IPV4:
+            return decode_ipv4(p + off, caplen - off, ts, out4)
+        if ethertype == ETH_IPV6:
+            return decode_ipv6(p + off, caplen - off, ts, out6)
+        if ethertype == ETH_VLAN or ethertype == ETH_QINQ or ethertype == ETH_QINQ_OLD:
+            if caplen < off + 4:
+                return K_TRUNCATED
+            ethertype = be16(p + off + 2)
+            off += 4
+        elif ethertype == ETH_MPLS or ethertype == ETH_MPLS_MC:
+            # labels until the bottom-of-stack bit; MPLS does not say what it carries, the
+            # IP version nibble does
+            while True:
+                if caplen < off + 4:
+                    return K_TRUNCATED
+                off += 4
+                if p[off - 2] & 1:
+                    break
+            return decode_ip(p + off, caplen - off, ts, out4, out6)
+        elif ethertype == ETH_PPPOE:
+            if caplen < off + 8:
+                return K_TRUNCATED
+            ethertype = be16(p + off + 6)
+            off += 8
+            if ethertype == 0x0021:
+                ethertype = ETH_IPV4
+            elif ethertype == 0x0057:
+                ethertype = ETH_IPV6
+            else:
+                return K_NON_IP
+        else:
+            return K_NON_IP
+
+
+cdef int decode_frame(const uint8_t* p, intp_t caplen, int linktype, int64_t ts,
+                      seg4_t* out4, seg6_t* out6) noexcept nogil:
+    """One captured frame: K_IPV4 / K_IPV6 with the segment written, or the skip reason."""
+    cdef uint32_t family
+    if linktype == 1:                                   # Ethernet
+        if caplen < 14:
+            return K_TRUNCATED
+        return decode_ethertype(p, caplen, 14, be16(p + 12), ts, out4, out6)
+    if linktype == 113:                                 # Linux cooked capture v1
+        if caplen < 16:
+            return K_TRUNCATED
+        return decode_ethertype(p, caplen, 16, be16(p + 14), ts, out4, out6)
+    if linktype == 276:                                 # Linux cooked capture v2
+        if caplen < 20:
+            return K_TRUNCATED
+        return decode_ethertype(p, caplen, 20, be16(p), ts, out4, out6)
+    if linktype == 101 or linktype == 12 or linktype == 14:
+        return decode_ip(p, caplen, ts, out4, out6)
+    if linktype == 228:
+        return decode_ipv4(p, caplen, ts, out4)
+    if linktype == 229:
+        return decode_ipv6(p, caplen, ts, out6)
+    if linktype == 0 or linktype == 108:
+        # BSD loopback: a 4-byte address family, in the writer's byte order for NULL and in
+        # network order for LOOP; the IPv6 value differs between BSDs (24, 28, 30)
+        if caplen < 4:
+            return K_TRUNCATED
+        family = be32(p) if linktype == 108 else (le32(p) if p[0] else be32(p))
+        if family == 2:
+            return decode_ipv4(p + 4, caplen - 4, ts, out4)
+        if family == 24 or family == 28 or family == 30:
+            return decode_ipv6(p + 4, caplen - 4, ts, out6)
+        return K_NON_IP
+    return K_UNSUPPORTED_LINK
+
+
+cdef inline bint take_frame(const uint8_t* p, intp_t caplen, int linktype, int64_t ts,
+                            seg4_t* out4, seg6_t* out6, progress_t* prog,
+                            int64_t* counts) noexcept nogil:
+    """Decodes a frame into the next free output row and counts it. Returns whether a row
+    was used."""
+    cdef int kind = decode_frame(p, caplen, linktype, ts, out4 + prog.n4, out6 + prog.n6)
+    counts[K_PACKETS] += 1
+    counts[kind] += 1
+    prog.last_ts = ts
+    if kind == K_IPV4:
+        prog.n4 += 1
+    elif kind == K_IPV6:
+        prog.n6 += 1
+    else:
+        return False
+    return True
+
+
+def read_pcap(const uint8_t[::1] buf, intp_t pos, bint swapped, int64_t ts_unit, int linktype,
+              uint8_t[::1] out4, uint8_t[::1] out6, int64_t[::1] counts):
+    """Decodes the classic pcap records of `buf` from `pos`.
+
+    `ts_unit` is 1000 for microsecond files, 1 for nanosecond ones. `out4` / `out6` are
+    SEGMENT_DTYPE / SEGMENT6_DTYPE arrays viewed as bytes. Returns (status, pos, n4, n6, last_ts).
+    """
+    cdef intp_t end = buf.shape[0]
+    cdef intp_t cap4 = out4.shape[0] // sizeof(seg4_t), cap6 = out6.shape[0] // sizeof(seg6_t)
+    cdef seg4_t* o4 = <seg4_t*>&out4[0] if cap4 else NULL
+    cdef seg6_t* o6 = <seg6_t*>&out6[0] if cap6 else NULL
+    cdef const uint8_t* base = &buf[0] if end else NULL
+    cdef progress_t prog
+    cdef uint32_t caplen
+    cdef int64_t ts
+    cdef int status = S_NEED_DATA
+    if counts.shape[0] != N_COUNTS:
+        raise ValueError(f"counts must have {N_COUNTS} slots")
+    prog.pos, prog.n4, prog.n6, prog.last_ts = pos, 0, 0, 0
+    with nogil:
+        while True:
+            if prog.n4 == cap4 or prog.n6 == cap6:
+                status = S_OUT_FULL
+                break
+            if end - prog.pos < 16:
+                break
+            caplen = rd32(base + prog.pos + 8, swapped)
+            if caplen > C_MAX_RECORD:
+                status = E_RECORD_LENGTH
+                break
+            if end - prog.pos - 16 < caplen:
+                break
+            ts = (<int64_t>rd32(base + prog.pos, swapped) * 1_000_000_000
+                  + <int64_t>rd32(base + prog.pos + 4, swapped) * ts_unit)
+            take_frame(base + prog.pos + 16, caplen, linktype, ts, o4, o6, &prog, &counts[0])
+            prog.pos += 16 + caplen
+    return status, prog.pos, prog.n4, prog.n6, prog.last_ts
+
+
+cdef inline int64_t pcapng_ns(uint64_t raw, uint8_t tsresol) noexcept nogil:
+    """A pcapng timestamp in units of the interface's if_tsresol, in nanoseconds: the high bit
+    of tsresol picks a power of two, else a power of ten (default 6, microseconds)."""
+    cdef int k = tsresol & 0x7F
+    cdef uint64_t scale = 1
+    cdef int i
+    if tsresol & 0x80:
+        if k >= 64:
+            return 0
+        if k > 30:
+            return <int64_t>((raw >> k) * 1_000_000_000)
+        return <int64_t>((raw >> k) * 1_000_000_000
+                         + (((raw & ((<uint64_t>1 << k) - 1)) * 1_000_000_000) >> k))
+    if k <= 9:
+        for i in range(9 - k):
+            scale *= 10
+        return <int64_t>(raw * scale)
+    for i in range(k - 9):
+        scale *= 10
+        if scale > raw:
+            return 0
+    return <int64_t>(raw // scale)
+
+
+def read_pcapng(const uint8_t[::1] buf, intp_t pos, bint swapped,
+                const int64_t[::1] if_linktype, const uint8_t[::1] if_tsresol,
+                const int64_t[::1] if_tsoffset, const int64_t[::1] if_snaplen, int64_t last_ts,
+                uint8_t[::1] out4, uint8_t[::1] out6, int64_t[::1] counts):
+    """Decodes the pcapng packet blocks of `buf` from `pos` (enhanced, simple and the obsolete
+    packet block; statistics, name resolution and custom blocks are skipped).
+
+    The interface arrays describe the section's interfaces in order (timestamp offsets in ns).
+    Stops with BLOCK at a section header or interface description. A simple packet block has
+    no timestamp: it gets the previous packet's (`last_ts`). Returns as read_pcap.
+    """
+    cdef intp_t end = buf.shape[0]
+    cdef intp_t cap4 = out4.shape[0] // sizeof(seg4_t), cap6 = out6.shape[0] // sizeof(seg6_t)
+    cdef seg4_t* o4 = <seg4_t*>&out4[0] if cap4 else NULL
+    cdef seg6_t* o6 = <seg6_t*>&out6[0] if cap6 else NULL
+    cdef const uint8_t* base = &buf[0] if end else NULL
+    cdef const uint8_t* block
+    cdef intp_t n_if = if_linktype.shape[0]
+    cdef progress_t prog
+    cdef uint32_t kind, length, caplen, iface
+    cdef uint64_t raw_ts
+    cdef intp_t header
+    cdef int status = S_NEED_DATA
+    if counts.shape[0] != N_COUNTS:
+        raise ValueError(f"counts must have {N_COUNTS} slots")
+    if not (if_tsresol.shape[0] == if_tsoffset.shape[0] == if_snaplen.shape[0] == n_if):
+        raise ValueError("interface arrays differ in length")
+    prog.pos, prog.n4, prog.n6, prog.last_ts = pos, 0, 0, last_ts
+    with nogil:
+        while True:
+            if prog.n4 == cap4 or prog.n6 == cap6:
+                status = S_OUT_FULL
+                break
+            if end - prog.pos < 12:
+                break
+            block = base + prog.pos
+            kind = rd32(block, swapped)
+            length = rd32(block + 4, swapped)
+            if kind == 0x0A0D0D0A or kind == 1:
+                status = S_BLOCK
+                break
+            if length < 12 or length % 4 or length > C_MAX_BLOCK:
+                status = E_BLOCK_LENGTH
+                break
+            if end - prog.pos < length:
+                break
+            if rd32(block + length - 4, swapped) != length:
+                status = E_BLOCK_TRAILER
+                break
+            if kind == 6 or kind == 2:                  # enhanced / obsolete packet block
+                if length < 32:
+                    status = E_BLOCK_LENGTH
+                    break
+                if kind == 6:
+                    iface = rd32(block + 8, swapped)
+                else:
+                    iface = rd16(block + 8, swapped)
+                if iface >= n_if:
+                    status = E_INTERFACE
+                    break
+                caplen = rd32(block + 20, swapped)
+                if caplen > length - 32:
+                    status = E_PACKET_LENGTH
+                    break
+                raw_ts = (<uint64_t>rd32(block + 12, swapped) << 32) | rd32(block + 16, swapped)
+                take_frame(block + 28, caplen, if_linktype[iface],
+                           pcapng_ns(raw_ts, if_tsresol[iface]) + if_tsoffset[iface],
+                           o4, o6, &prog, &counts[0])
+            elif kind == 3:                             # simple packet block: interface 0
+                if length < 16:
+                    status = E_BLOCK_LENGTH
+                    break
+                if n_if == 0:
+                    status = E_INTERFACE
+                    break
+                # the captured part is what the block holds, at most the original length and
+                # the interface's snapshot length
+                caplen = rd32(block + 8, swapped)
+                if caplen > length - 16:
+                    caplen = length - 16
+                if if_snaplen[0] and caplen > if_snaplen[0]:
+                    caplen = <uint32_t>if_snaplen[0]
+                take_frame(block + 12, caplen, if_linktype[0], prog.last_ts, o4, o6, &prog,
+                           &counts[0])
+            prog.pos += length
+    return status, prog.pos, prog.n4, prog.n6, prog.last_ts

@@ -1,0 +1,396 @@
+"""Streaming pcap / pcapng reader: TCP segments in bounded-memory batches.
+
+>>> import fasttcp
+>>> with fasttcp.open_capture(fasttcp.SAMPLE_CAPTURE) as capture:
+...     segments = sum(len(batch.ipv4) + len(batch.ipv6) for batch in capture)
+>>> segments == capture.stats.segments > 0
+True
+
+The file is read in chunks (`chunk_size` bytes) and each chunk is decoded by the compiled kernel
+(`fasttcp._pcap`); only section headers and interface descriptions of pcapng files are read in
+Python. Gzip-compressed captures are recognised by their magic bytes, whatever their name.
+"""
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+from dataclasses import dataclass, field
+from typing import BinaryIO, Iterator, NamedTuple, Optional, Union
+
+import numpy as np
+
+from fasttcp import _pcap
+from fasttcp.tracker import SEGMENT6_DTYPE, SEGMENT_DTYPE
+
+__all__ = ["open_capture", "Capture", "CaptureBatch", "CaptureStats", "CaptureError",
+           "SKIP_REASONS"]
+
+#: Why a packet gave no TCP segment, as counted in `CaptureStats.skipped`.
+SKIP_REASONS = tuple(name for name in _pcap.COUNT_NAMES if name not in ("packets", "ipv4", "ipv6"))
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+_PCAP_MAGIC = {0xA1B2C3D4: 1000, 0xA1B23C4D: 1}   # -> nanoseconds per timestamp fraction unit
+_PCAPNG_SHB = 0x0A0D0D0A
+_PCAPNG_BYTE_ORDER = 0x1A2B3C4D
+_GZIP_MAGIC = b"\x1f\x8b"
+_DEFAULT_CHUNK = 4 << 20
+_ROWS_PER_BATCH = 1 << 17
+
+if SEGMENT_DTYPE.itemsize != _pcap.SEG4_SIZE or SEGMENT6_DTYPE.itemsize != _pcap.SEG6_SIZE:
+    raise ImportError("fasttcp._pcap was built against different segment dtypes; rebuild it")
+
+
+class CaptureError(ValueError):
+    """A capture that cannot be read: not a capture, an unknown link type, or corrupt or
+    truncated at `offset` (a byte offset into the file, or into the decompressed data of a
+    gzip file)."""
+
+    def __init__(self, message: str, offset: Optional[int] = None):
+        super().__init__(message)
+        self.offset = offset
+
+
+class CaptureBatch(NamedTuple):
+    """The TCP segments of consecutive packets, by address family, each in capture order."""
+
+    ipv4: np.ndarray    # SEGMENT_DTYPE
+    ipv6: np.ndarray    # SEGMENT6_DTYPE
+
+
+@dataclass
+class CaptureStats:
+    """What a reader has seen so far.
+
+    `packets` counts every packet record; each one either gave a segment (`ipv4` / `ipv6`) or is
+    counted once in `skipped` under its reason (SKIP_REASONS). With ``strict=False`` a corrupt or
+    truncated file ends early: `error` says why and `unread_bytes` how much was left behind.
+    """
+
+    path: str
+    format: str = ""
+    linktypes: list[int] = field(default_factory=list)
+    packets: int = 0
+    ipv4: int = 0
+    ipv6: int = 0
+    skipped: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SKIP_REASONS, 0))
+    bytes_read: int = 0
+    error: Optional[str] = None
+    unread_bytes: int = 0
+
+    @property
+    def segments(self) -> int:
+        """TCP segments yielded (IPv4 and IPv6)."""
+        return self.ipv4 + self.ipv6
+
+    def add(self, counts: np.ndarray) -> None:
+        for name, value in zip(_pcap.COUNT_NAMES, counts.tolist()):
+            if name in self.skipped:
+                self.skipped[name] += value
+            else:
+                setattr(self, name, getattr(self, name) + value)
+
+
+@dataclass
+class _Interfaces:
+    """A pcapng section's interfaces, as arrays the kernel reads."""
+
+    linktype: list[int] = field(default_factory=list)
+    tsresol: list[int] = field(default_factory=list)
+    tsoffset: list[int] = field(default_factory=list)    # ns
+    snaplen: list[int] = field(default_factory=list)
+
+    def arrays(self) -> tuple[np.ndarray, ...]:
+        return (np.array(self.linktype, dtype=np.int64), np.array(self.tsresol, dtype=np.uint8),
+                np.array(self.tsoffset, dtype=np.int64), np.array(self.snaplen, dtype=np.int64))
+
+
+def open_capture(path: PathLike, *, strict: bool = True,
+                 chunk_size: int = _DEFAULT_CHUNK) -> "Capture":
+    """Opens a pcap or pcapng file (optionally gzip-compressed) for streaming.
+
+    Parameters
+    ----------
+    path : str or path-like
+    strict : bool
+        If True (the default) a corrupt or truncated file raises `CaptureError` naming the byte
+        offset, after the batches before it were yielded. If False, reading stops there and
+        ``stats.error`` / ``stats.unread_bytes`` say what was left.
+    chunk_size : int
+        Bytes read per step; memory stays within a few chunks whatever the file's size.
+
+    Returns
+    -------
+    Capture
+        An iterator of `CaptureBatch` and a context manager.
+
+    Raises
+    ------
+    FileNotFoundError, IsADirectoryError, PermissionError
+        As `open` does.
+    CaptureError
+        When the file is not a pcap or pcapng capture, or a classic pcap's link type is not one
+        of Ethernet, Linux cooked (SLL, SLL2), raw IP, or BSD loopback.
+
+    >>> open_capture(__file__)
+    Traceback (most recent call last):
+    ...
+    fasttcp.capture.CaptureError: ...capture.py: not a pcap or pcapng file (it starts with 22 22 22 4e)
+    """
+    if chunk_size < 4096:
+        raise ValueError(f"chunk_size must be at least 4096 bytes, not {chunk_size}")
+    return Capture(path, strict=strict, chunk_size=chunk_size)
+
+
+class Capture:
+    """An open capture: iterate for `CaptureBatch` items; `stats` counts what was read.
+
+    Use `open_capture` to make one. The file closes when the iteration ends (or on `close`);
+    iterating a second time raises: open the file again.
+    """
+
+    def __init__(self, path: PathLike, *, strict: bool = True, chunk_size: int = _DEFAULT_CHUNK):
+        self.path = os.fspath(path)
+        self.strict = strict
+        self.stats = CaptureStats(self.path)
+        self._file: Optional[BinaryIO] = open(self.path, "rb")
+        self._started = False
+        try:
+            head = self._file.read(4)
+            if head[:2] == _GZIP_MAGIC:
+                self._file.close()
+                self._file = gzip.open(self.path, "rb")   # type: ignore[assignment]
+                head = self._read_head()
+            self._check_magic(head)
+        except BaseException:
+            self.close()
+            raise
+        self._buf = np.empty(chunk_size, dtype=np.uint8)
+        self._buf[:len(head)] = np.frombuffer(head, dtype=np.uint8)
+        self._end = len(head)       # bytes of _buf holding data
+        self.stats.bytes_read = len(head)
+        self._base = 0              # file offset of _buf[0]
+        self._swapped = False           # pcapng: the current section's byte order
+        self._interfaces = _Interfaces()
+        self._last_ts = 0
+
+    def _read_head(self) -> bytes:
+        assert self._file is not None
+        try:
+            return self._file.read(4)
+        except (OSError, EOFError) as error:   # gzip reports a damaged stream as OSError
+            raise CaptureError(f"{self.path}: unreadable gzip data ({error})") from None
+
+    def _check_magic(self, head: bytes) -> None:
+        if len(head) < 4:
+            raise CaptureError(f"{self.path}: not a pcap or pcapng file "
+                               f"({'empty' if not head else f'only {len(head)} bytes'})", 0)
+        magic_le, = struct.unpack("<I", head)
+        magic_be, = struct.unpack(">I", head)
+        if magic_le in _PCAP_MAGIC or magic_be in _PCAP_MAGIC:
+            self.stats.format = "pcap"
+        elif magic_le == _PCAPNG_SHB:
+            self.stats.format = "pcapng"
+        else:
+            raise CaptureError(f"{self.path}: not a pcap or pcapng file "
+                               f"(it starts with {head.hex(' ')})", 0)
+
+    def __enter__(self) -> "Capture":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Closes the file; batches already yielded stay valid."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __repr__(self) -> str:
+        return (f"Capture({self.path!r}, format={self.stats.format!r}, "
+                f"packets={self.stats.packets}, segments={self.stats.segments})")
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def _fill(self, pos: int) -> int:
+        """Keeps _buf[pos:] and reads more after it; returns bytes read (0 at end of file).
+        A record bigger than the buffer grows it (the kernels bound record sizes)."""
+        keep = self._end - pos
+        if pos:
+            self._buf[:keep] = self._buf[pos:self._end]
+            self._base += pos
+        if keep == len(self._buf):
+            grown = np.empty(2 * len(self._buf), dtype=np.uint8)
+            grown[:keep] = self._buf[:keep]
+            self._buf = grown
+        self._end = keep
+        if self._file is None:
+            raise ValueError(f"{self.path}: I/O on a closed capture")
+        try:
+            got = self._file.readinto(memoryview(self._buf)[keep:])  # type: ignore[attr-defined]
+        except (OSError, EOFError) as error:
+            raise CaptureError(f"{self.path}: unreadable data after byte offset "
+                               f"{self._base + keep} ({error})", self._base + keep) from None
+        self._end += got or 0
+        self.stats.bytes_read += got or 0
+        return got or 0
+
+    def _need(self, pos: int, size: int) -> int:
+        """Makes _buf hold `size` bytes from `pos`; returns where they start now, or -1 when
+        the file ends first (after raising, if strict)."""
+        if self._end - pos >= size:
+            return pos
+        self._fill(pos)
+        while self._end < size:
+            if not self._fill(0):
+                self._fail(self._base, f"truncated capture: the file ends {self._end} bytes "
+                                       f"into a block or header of {size} bytes")
+                return -1
+        return 0
+
+    def _fail(self, offset: int, problem: str) -> None:
+        """Raises (strict) or records why reading stops at `offset`, and how much is left."""
+        message = f"{self.path}: {problem} at byte offset {offset}"
+        if self.strict:
+            raise CaptureError(message, offset)
+        self.stats.error = message
+        unread = self._end - (offset - self._base)
+        while True:
+            got = self._fill(self._end)
+            if not got:
+                break
+            unread += got
+        self.stats.unread_bytes = unread
+
+    def __iter__(self) -> Iterator[CaptureBatch]:
+        if self._started:
+            raise ValueError(f"{self.path}: a capture can be iterated once; open it again")
+        self._started = True
+        try:
+            yield from self._segments()
+        finally:
+            self.close()
+
+    def _segments(self) -> Iterator[CaptureBatch]:
+        if self.stats.format == "pcap":
+            pos = self._pcap_header()
+            status = _pcap.NEED_DATA
+        else:
+            pos, status = 0, _pcap.BLOCK
+        while pos >= 0:
+            if status == _pcap.BLOCK:
+                pos = self._pcapng_block(pos)
+                if pos < 0:
+                    return
+            out4 = np.empty(_ROWS_PER_BATCH, dtype=SEGMENT_DTYPE)
+            out6 = np.empty(_ROWS_PER_BATCH, dtype=SEGMENT6_DTYPE)
+            counts = np.zeros(len(_pcap.COUNT_NAMES), dtype=np.int64)
+            status, pos, n4, n6 = self._kernel(self._buf[:self._end], pos, out4.view(np.uint8),
+                                               out6.view(np.uint8), counts)
+            self.stats.add(counts)
+            if n4 or n6:
+                yield CaptureBatch(out4[:n4], out6[:n6])
+            if status == _pcap.NEED_DATA:
+                if not self._fill(pos):
+                    if self._end:
+                        self._fail(self._base, f"truncated capture: the file ends "
+                                               f"{self._end} bytes into a packet record")
+                    return
+                pos = 0
+            elif status < 0:
+                self._fail(self._base + pos, _pcap.ERRORS[status])
+                return
+
+    def _pcap_header(self) -> int:
+        """Reads a classic pcap file header; sets the kernel; returns the first record's
+        position (or -1)."""
+        pos = self._need(0, 24)
+        if pos < 0:
+            return -1
+        header = bytes(self._buf[pos:pos + 24])
+        order = "<" if struct.unpack("<I", header[:4])[0] in _PCAP_MAGIC else ">"
+        magic, _major, _minor, _zone, _sigfigs, _snaplen, network = struct.unpack(
+            order + "IHHiIII", header)
+        linktype = network & 0xFFFF   # the high bits carry FCS information
+        self.stats.linktypes.append(linktype)
+        if linktype not in _pcap.SUPPORTED_LINKTYPES:
+            raise CaptureError(f"{self.path}: unknown link type {linktype}; fasttcp reads "
+                               f"Ethernet, Linux cooked (SLL, SLL2), raw IP and BSD loopback", 20)
+        swapped, ts_unit = order == ">", _PCAP_MAGIC[magic]
+
+        def kernel(buf, pos, out4, out6, counts):
+            status, pos, n4, n6, _ = _pcap.read_pcap(buf, pos, swapped, ts_unit, linktype,
+                                                     out4, out6, counts)
+            return status, pos, n4, n6
+
+        self._kernel = kernel
+        return pos + 24
+
+    def _pcapng_block(self, pos: int) -> int:
+        """Reads the section header or interface description at `pos`; sets the kernel for
+        what follows; returns the next block's position (or -1)."""
+        pos = self._need(pos, 12)
+        if pos < 0:
+            return -1
+        if struct.unpack("<I", bytes(self._buf[pos:pos + 4]))[0] == _PCAPNG_SHB:
+            order_mark, = struct.unpack("<I", bytes(self._buf[pos + 8:pos + 12]))
+            if order_mark not in (_PCAPNG_BYTE_ORDER, 0x4D3C2B1A):
+                self._fail(self._base + pos, "section header without the byte-order magic")
+                return -1
+            self._swapped = order_mark != _PCAPNG_BYTE_ORDER
+            self._interfaces = _Interfaces()
+        order = ">" if self._swapped else "<"
+        length, = struct.unpack(order + "I", bytes(self._buf[pos + 4:pos + 8]))
+        if length < 12 or length % 4 or length > _pcap.MAX_BLOCK:
+            self._fail(self._base + pos, _pcap.ERRORS[-2])
+            return -1
+        pos = self._need(pos, length)
+        if pos < 0:
+            return -1
+        block = bytes(self._buf[pos:pos + length])
+        if struct.unpack(order + "I", block[-4:])[0] != length:
+            self._fail(self._base + pos, _pcap.ERRORS[-3])
+            return -1
+        if struct.unpack(order + "I", block[:4])[0] == 1:
+            problem = self._interface(block, order)
+            if problem:
+                self._fail(self._base + pos, problem)
+                return -1
+        swapped, arrays = self._swapped, self._interfaces.arrays()
+
+        def kernel(buf, pos, out4, out6, counts):
+            status, pos, n4, n6, self._last_ts = _pcap.read_pcapng(
+                buf, pos, swapped, *arrays, self._last_ts, out4, out6, counts)
+            return status, pos, n4, n6
+
+        self._kernel = kernel
+        return pos + length
+
+    def _interface(self, block: bytes, order: str) -> Optional[str]:
+        """Reads an interface description block; returns a problem, if any."""
+        if len(block) < 20:
+            return "interface description block shorter than 20 bytes"
+        linktype, _reserved, snaplen = struct.unpack(order + "HHI", block[8:16])
+        tsresol, tsoffset = 6, 0
+        at, end = 16, len(block) - 4
+        while at + 4 <= end:
+            code, size = struct.unpack(order + "HH", block[at:at + 4])
+            value = block[at + 4:at + 4 + size]
+            if code == 0:
+                break
+            if at + 4 + size > end:
+                return "interface option runs past the end of its block"
+            if code == 9 and size >= 1:
+                tsresol = value[0]
+            elif code == 14 and size >= 8:
+                tsoffset, = struct.unpack(order + "q", value[:8])
+            at += 4 + (size + 3) // 4 * 4
+        interfaces = self._interfaces
+        interfaces.linktype.append(linktype)
+        interfaces.tsresol.append(tsresol)
+        interfaces.tsoffset.append(tsoffset * 1_000_000_000)
+        interfaces.snaplen.append(snaplen)
+        self.stats.linktypes.append(linktype)
+        return None
