@@ -47,6 +47,15 @@ ctypedef fused conn_t:
     conn6_t
 
 
+# What Zeek would say about a connection, kept beside its record when a tracker keeps flows
+# (a separate array, so trackers without flows keep 64-byte connections).
+cdef struct flow_t:
+    uint64_t history            # Zeek history letters in order, 4 bits each: letter << 1 | dir
+    uint16_t seen               # HIST_* bits already recorded: orig's low byte, resp's high byte
+    uint8_t orig_zeek           # Zeek endpoint state (ZEEK_*), the previous one in the high nibble
+    uint8_t resp_zeek
+
+
 # The columns of one batch. Exactly one of the (src4, dst4) / (src6, dst6) pairs is set.
 # The kernel walks positions 0..n-1; position k is event order[k] (or k without an order).
 cdef struct events_t:
@@ -103,3 +112,9 @@ cdef struct table_t:
     const uint8_t* illegal      # [class] -> 1 if segments of the class are counted as illegal
     intp_t n_states
     intp_t n_classes
+    # flows (NULL when the tracker keeps none)
+    flow_t* flows               # one per record
+    void* ended                 # records of connections the model ended, awaiting collection
+    flow_t* ended_flows         # their flows
+    intp_t n_ended
+    intp_t ended_capacity       # -1 without flows: the "buffer full" test never fires

@@ -101,6 +101,33 @@ cdef enum:
 
     RC_DONE = 0
     RC_NEED_SPACE = 1    # stopped before an event that needs a record or slot: grow, then resume
+    RC_ENDED_FULL = 2    # stopped because the ended-connection buffer is full: collect, resume
+
+# Zeek's TCP endpoint states (zeek/zeek TCP_Endpoint.h), as conn_state reads them.
+ZEEK_STATES = ("INACTIVE", "SYN_SENT", "SYN_ACK_SENT", "PARTIAL", "ESTABLISHED", "CLOSED",
+               "RESET")
+cdef enum:
+    Z_INACTIVE = 0
+    Z_SYN_SENT = 1
+    Z_SYN_ACK_SENT = 2
+    Z_PARTIAL = 3
+    Z_ESTABLISHED = 4
+    Z_CLOSED = 5
+    Z_RESET = 6
+
+# Zeek history letters by code (a history entry is code << 1 | direction, the originator's in
+# upper case), and the "seen" bit each one sets: S and H share one, as in Zeek.
+HISTORY_LETTERS = "SHADFRQI"
+cdef enum:
+    L_SYN = 0
+    L_SYNACK = 1
+    L_ACK = 2
+    L_DATA = 3
+    L_FIN = 4
+    L_RST = 5
+    L_MULTI = 6          # SYN with FIN or RST: Zeek's Q
+    L_FIN_RST = 7        # FIN with RST: Zeek's I
+cdef uint8_t[8] LETTER_SEEN_BIT = [0x01, 0x01, 0x20, 0x10, 0x02, 0x04, 0x40, 0x08]
 
 # Engine limit: slots keep at least 2 bits of hash tag.
 MAX_CAPACITY = (1 << 30) - SLOT_ID_BIAS - 1
@@ -324,6 +351,120 @@ cdef inline void count_illegal(conn_t* c) noexcept nogil:
         c.status += S_ILLEGAL_ONE
 
 
+cdef extern from *:
+    """
+    static inline int ft_popcount16(unsigned int x) {
+        int n = 0;
+        for (; x; x &= x - 1) n++;
+        return n;
+    }
+    """
+    int ft_popcount16(unsigned int x) noexcept nogil
+
+
+cdef inline void add_letter(flow_t* f, int d, uint8_t letter) noexcept nogil:
+    """Appends a history letter the first time its kind is seen in direction d."""
+    cdef uint16_t bit = (<uint16_t>LETTER_SEEN_BIT[letter]) << (8 * d)
+    cdef int n
+    if f.seen & bit:
+        return
+    n = ft_popcount16(f.seen)   # letters so far: each seen bit added one (at most 14)
+    f.seen |= bit
+    f.history |= (<uint64_t>((letter << 1) | d)) << (4 * n)
+
+
+cdef inline void set_zeek(uint8_t* endpoint, uint8_t state) noexcept nogil:
+    # the low nibble is the state, the high one the state before it
+    if (endpoint[0] & 0x0F) != state:
+        endpoint[0] = <uint8_t>(((endpoint[0] & 0x0F) << 4) | state)
+
+
+cdef inline void zeek_step(flow_t* f, int d, uint8_t flags, uint32_t length) noexcept nogil:
+    """Zeek's history letters and endpoint states for one segment in direction d (0 from the
+    originator), from flags and payload length alone: Zeek's TCPSessionAdapter::Process
+    (update_history, UpdateStateMachine) without the parts that need sequence numbers."""
+    cdef uint8_t* ep = &f.orig_zeek if d == 0 else &f.resp_zeek
+    cdef uint8_t* peer = &f.resp_zeek if d == 0 else &f.orig_zeek
+    cdef int syn = (flags & 0x02) != 0, fin = (flags & 0x01) != 0
+    cdef int rst = (flags & 0x04) != 0, ack = (flags & 0x10) != 0
+    cdef int controls = syn + fin + rst
+    cdef uint8_t state = ep[0] & 0x0F
+    if controls > 1:
+        add_letter(f, d, L_FIN_RST if fin and rst else L_MULTI)
+    elif syn:
+        add_letter(f, d, L_SYNACK if ack else L_SYN)
+    elif fin:
+        add_letter(f, d, L_FIN)
+    elif rst:
+        add_letter(f, d, L_RST)
+    elif length:
+        add_letter(f, d, L_DATA)
+    elif ack:
+        add_letter(f, d, L_ACK)
+
+    if state == Z_INACTIVE:
+        if syn:
+            if d == 0:
+                set_zeek(ep, Z_SYN_ACK_SENT if ack else Z_SYN_SENT)
+            else:
+                if (peer[0] & 0x0F) == Z_SYN_SENT:
+                    set_zeek(peer, Z_ESTABLISHED)
+                set_zeek(ep, Z_ESTABLISHED)
+        if fin:
+            set_zeek(ep, Z_CLOSED)
+        if rst:
+            set_zeek(ep, Z_RESET)
+        if (ep[0] & 0x0F) == Z_INACTIVE:
+            # a bare ACK answering a SYN leaves the responder inactive; otherwise the endpoint
+            # joins an established peer, or is taken up mid-stream
+            if d == 1 and length == 0 and (f.orig_zeek & 0x0F) == Z_SYN_SENT:
+                pass
+            elif ack and (peer[0] & 0x0F) == Z_ESTABLISHED:
+                set_zeek(ep, Z_ESTABLISHED)
+            else:
+                set_zeek(ep, Z_PARTIAL)
+    elif state == Z_SYN_SENT or state == Z_SYN_ACK_SENT:
+        if fin:
+            set_zeek(ep, Z_CLOSED)
+        if rst:
+            set_zeek(ep, Z_RESET)
+    elif state == Z_ESTABLISHED or state == Z_PARTIAL:
+        if syn and state == Z_PARTIAL and (peer[0] & 0x0F) == Z_INACTIVE and not ack:
+            set_zeek(ep, Z_SYN_SENT)
+        if fin and not rst:
+            set_zeek(ep, Z_CLOSED)
+            if (peer[0] & 0x0F) == Z_RESET and (peer[0] >> 4) == Z_CLOSED:
+                set_zeek(peer, Z_CLOSED)
+        if rst:
+            set_zeek(ep, Z_RESET)
+    elif state == Z_CLOSED:
+        if rst and (peer[0] & 0x0F) != Z_CLOSED:
+            set_zeek(ep, Z_RESET)
+
+
+cdef inline void end_connection(table_t* t, const conn_t* c, intp_t rid) noexcept nogil:
+    """Copies a connection the model is ending into the ended buffer (kept flows only; the
+    kernel stops before an event when the buffer has no room)."""
+    if t.flows == NULL:
+        return
+    (<conn_t*>t.ended)[t.n_ended] = c[0]
+    t.ended_flows[t.n_ended] = t.flows[rid]
+    t.n_ended += 1
+
+
+cdef inline void start_flow(table_t* t, intp_t rid, int d, const events_t* ev,
+                            intp_t i) noexcept nogil:
+    if t.flows != NULL:
+        memset(&t.flows[rid], 0, sizeof(flow_t))
+        zeek_step(&t.flows[rid], d, ev.flags[i], ev.length[i])
+
+
+cdef inline void step_flow(table_t* t, intp_t rid, int d, const events_t* ev,
+                           intp_t i) noexcept nogil:
+    if t.flows != NULL:
+        zeek_step(&t.flows[rid], d, ev.flags[i], ev.length[i])
+
+
 cdef inline void start_connection(conn_t* c, uint8_t state, uint8_t act, bint illegal_segment,
                                   const events_t* ev, intp_t i) noexcept nogil:
     cdef bint flip = act == A_FLIP
@@ -462,7 +603,7 @@ cdef int apply_batch(table_t* t, conn_t* recs, const events_t* events, const wal
                      uint8_t* out_verdict, counts_t* cnt, intp_t* stop) noexcept nogil:
     """Applies the events at positions [start, n).
 
-    Returns RC_DONE, or RC_NEED_SPACE with *stop the position to resume at.
+    Returns RC_DONE, or RC_NEED_SPACE / RC_ENDED_FULL with *stop the position to resume at.
     """
     # A local copy of the column pointers: extensions build with -fno-strict-aliasing, so
     # through the caller's struct every store to a record would force them to be reloaded.
@@ -489,6 +630,9 @@ cdef int apply_batch(table_t* t, conn_t* recs, const events_t* events, const wal
     pipeline_start(&ring, ix, t, recs, ev, walk, start, n)
     for k in range(start, n):
         pipeline_advance(&ring, ix, t, recs, ev, walk, k, n)
+        if t.n_ended == t.ended_capacity:
+            rc = RC_ENDED_FULL
+            break
         i = event_at(walk, ev, k)
         h = ring.hash[k & (RING - 1)]
         pos = probe_start(&ring, t, k, &first_tomb)
@@ -506,10 +650,12 @@ cdef int apply_batch(table_t* t, conn_t* recs, const events_t* events, const wal
             act = actions[cell]
             if nxt == C_INVALID:
                 count_segment(c, d, ev, i)
+                step_flow(t, rid, d, ev, i)
                 verdict = V_INVALID
                 c_n.invalid += 1
             elif nxt == C_IGNORE:
                 count_segment(c, d, ev, i)
+                step_flow(t, rid, d, ev, i)
                 if d:
                     c.status |= S_REPLIED
                 verdict = V_IGNORED
@@ -520,11 +666,14 @@ cdef int apply_batch(table_t* t, conn_t* recs, const events_t* events, const wal
                 hist[old] -= 1
                 hist[nxt] += 1
                 c_n.closed += 1
+                end_connection(t, c, rid)
                 start_connection(c, nxt, act, illegal[cls], ev, i)
+                start_flow(t, rid, act == A_FLIP, ev, i)
                 verdict = V_NEW
                 c_n.new += 1
             else:
                 count_segment(c, d, ev, i)
+                step_flow(t, rid, d, ev, i)
                 if nxt != old:
                     hist[old] -= 1
                     hist[nxt] += 1
@@ -532,6 +681,7 @@ cdef int apply_batch(table_t* t, conn_t* recs, const events_t* events, const wal
                 verdict = V_VALID
                 c_n.valid += 1
                 if act == A_CLOSE_UNREPLIED and not (c.status & S_REPLIED):
+                    end_connection(t, c, rid)
                     remove_connection(t, recs, rid, pos)
                     c_n.closed += 1
                 elif d:
@@ -563,12 +713,14 @@ cdef int apply_batch(table_t* t, conn_t* recs, const events_t* events, const wal
                 t.slot_changes += 1
                 c = &recs[rid]
                 start_connection(c, nxt, act, illegal[cls], ev, i)
+                start_flow(t, rid, act == A_FLIP, ev, i)
                 hist[nxt] += 1
                 t.count += 1
                 verdict = V_NEW
                 c_n.new += 1
                 state_out = nxt
                 if act == A_CLOSE_UNREPLIED:
+                    end_connection(t, c, rid)
                     remove_connection(t, recs, rid, pos)
                     c_n.closed += 1
         if out_conn != NULL:
@@ -661,10 +813,7 @@ cdef list field_offsets(const conn_t* c):
 
 cdef conn4_t _dummy4
 cdef conn6_t _dummy6
-
-_FIELDS = ["orig_p", "resp_p", "state", "status", "orig_flags", "resp_flags",
-                  "orig_pkts", "resp_pkts", "orig_bytes", "resp_bytes", "first_ts", "last_ts"]
-_FORMATS = ["<u2", "<u2", "u1", "u1", "u1", "u1", "<u4", "<u4", "<u8", "<u8", "<i8", "<i8"]
+cdef flow_t _dummy_flow
 
 _FIELDS = ["orig_h", "resp_h", "orig_p", "resp_p", "state", "status", "orig_flags",
            "resp_flags", "orig_pkts", "resp_pkts", "orig_bytes", "resp_bytes", "first_ts",
@@ -675,6 +824,13 @@ CONN4_DTYPE = _struct_dtype(_FIELDS, field_offsets(&_dummy4), ["u4", "u4"] + _CO
                             sizeof(conn4_t))
 CONN6_DTYPE = _struct_dtype(_FIELDS, field_offsets(&_dummy6),
                             [("u1", (16,)), ("u1", (16,))] + _COUNTER_FORMATS, sizeof(conn6_t))
+FLOW_STATE_DTYPE = _struct_dtype(
+    ["history", "seen", "orig_zeek", "resp_zeek"],
+    [<intp_t>&_dummy_flow.history - <intp_t>&_dummy_flow,
+     <intp_t>&_dummy_flow.seen - <intp_t>&_dummy_flow,
+     <intp_t>&_dummy_flow.orig_zeek - <intp_t>&_dummy_flow,
+     <intp_t>&_dummy_flow.resp_zeek - <intp_t>&_dummy_flow],
+    ["u8", "u2", "u1", "u1"], sizeof(flow_t))
 
 
 cdef intp_t _set_walk(events_t* ev, intp_t n, const intp_t[::1] order,
@@ -729,9 +885,13 @@ cdef class FlowTable:
     cdef object _hist          # numpy int64 [n_states]
     cdef object _class_counts  # numpy int64 [n_classes]
     cdef object _model_arrays  # keeps the compiled model's buffers alive
+    cdef object _flows         # FLOW_STATE_DTYPE per record, or None
+    cdef object _ended         # records of ended connections (CONN dtype), or None
+    cdef object _ended_flows   # and their FLOW_STATE_DTYPE rows
 
     def __cinit__(self, int family, intp_t capacity, class_of, trans, actions, illegal,
-                  intp_t n_states, intp_t n_classes, keys, int shard=0, int n_shards=1):
+                  intp_t n_states, intp_t n_classes, keys, int shard=0, int n_shards=1,
+                  bint flows=False, intp_t ended_capacity=4096):
         if family not in (4, 6):
             raise ValueError(f"address family must be 4 or 6, not {family!r}")
         if n_shards not in (1, 2, 4) or not 0 <= shard < n_shards:
@@ -782,6 +942,17 @@ cdef class FlowTable:
         cdef int64_t[::1] class_counts = self._class_counts
         self.t.class_counts = &class_counts[0]
         self.t.free_head = -1
+        self.t.ended_capacity = -1
+        if flows:
+            if ended_capacity < 1:
+                raise ValueError("ended_capacity must be positive")
+            self._ended = np.zeros(ended_capacity,
+                                   dtype=CONN4_DTYPE if family == 4 else CONN6_DTYPE)
+            self._ended_flows = np.zeros(ended_capacity, dtype=FLOW_STATE_DTYPE)
+            self.t.ended = cnp.PyArray_DATA(self._ended)
+            self.t.ended_flows = <flow_t*>cnp.PyArray_DATA(self._ended_flows)
+            self.t.ended_capacity = ended_capacity
+            self._flows = np.zeros(0, dtype=FLOW_STATE_DTYPE)
         self._allocate(capacity)
 
     cdef _allocate(self, intp_t capacity):
@@ -795,6 +966,11 @@ cdef class FlowTable:
         cdef uint32_t[::1] index_view = index
         self._records = records
         self._index = index
+        if self._flows is not None:
+            flows = np.zeros(capacity, dtype=FLOW_STATE_DTYPE)
+            flows[: self.t.used] = self._flows[: self.t.used]
+            self._flows = flows
+            self.t.flows = <flow_t*>cnp.PyArray_DATA(flows)
         self.t.index = &index_view[0]
         self.t.nslots = nslots
         self.t.capacity = capacity
@@ -1063,6 +1239,30 @@ cdef class FlowTable:
         view = self._records[: self.t.used]
         view.flags.writeable = False
         return view
+
+    @property
+    def flows(self):
+        """Read-only view (FLOW_STATE_DTYPE) beside `records`, or None without flows."""
+        if self._flows is None:
+            return None
+        view = self._flows[: self.t.used]
+        view.flags.writeable = False
+        return view
+
+    @property
+    def ended_full(self):
+        """True when the ended-connection buffer must be collected before updating on."""
+        return self.t.n_ended == self.t.ended_capacity
+
+    def take_ended(self):
+        """(records, flows) of the connections the model ended since the last call, oldest
+        first, as copies; empties the buffer. Without flows: two empty arrays."""
+        if self._ended is None:
+            return (np.zeros(0, dtype=CONN4_DTYPE if self.family == 4 else CONN6_DTYPE),
+                    np.zeros(0, dtype=FLOW_STATE_DTYPE))
+        n = self.t.n_ended
+        self.t.n_ended = 0
+        return self._ended[:n].copy(), self._ended_flows[:n].copy()
 
     @property
     def histogram(self):

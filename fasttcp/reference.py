@@ -13,6 +13,7 @@ tables with the engine, read here as nested lists.
 """
 from __future__ import annotations
 
+import re
 from typing import Any, Hashable, Optional, Sequence
 
 import numpy as np
@@ -35,7 +36,7 @@ class Conn:
 
     __slots__ = ("orig_h", "orig_p", "resp_h", "resp_p", "state", "replied", "flipped",
                  "picked_up", "illegal", "orig_flags", "resp_flags", "orig_pkts", "resp_pkts",
-                 "orig_bytes", "resp_bytes", "first_ts", "last_ts")
+                 "orig_bytes", "resp_bytes", "first_ts", "last_ts", "zeek")
 
     def __init__(self, orig_h: Hashable, orig_p: int, resp_h: Hashable, resp_p: int,
                  state: int, ts: int) -> None:
@@ -47,6 +48,14 @@ class Conn:
         self.orig_pkts = self.resp_pkts = 0
         self.orig_bytes = self.resp_bytes = 0
         self.first_ts = self.last_ts = ts
+        self.zeek = ZeekView()
+
+    def flow(self) -> tuple:
+        """(orig_h, orig_p, resp_h, resp_p, history, conn_state, orig_pkts, resp_pkts)."""
+        history = self.zeek.history(self.flipped)
+        return (self.orig_h, self.orig_p, self.resp_h, self.resp_p, history,
+                self.zeek.conn_state(history, self.orig_bytes, self.resp_bytes),
+                self.orig_pkts, self.resp_pkts)
 
     def count(self, direction: int, flags: int, length: int, ts: int) -> None:
         if direction == 0:
@@ -58,6 +67,107 @@ class Conn:
             self.resp_bytes += length
             self.resp_flags |= flags
         self.last_ts = max(self.last_ts, ts)
+        self.zeek.step(direction, flags, length)
+
+
+class ZeekView:
+    """What Zeek's TCP analyzer would say about one connection, from flags and lengths: the
+    history letters and each endpoint's state (zeek/zeek TCPSessionAdapter: update_history,
+    UpdateStateMachine; conn_state from base/protocols/conn/main.zeek)."""
+
+    def __init__(self) -> None:
+        self.letters: list[str] = []
+        self.seen: set[tuple[str, int]] = set()
+        self.state = ["INACTIVE", "INACTIVE"]       # originator, responder
+        self.previous = ["INACTIVE", "INACTIVE"]
+
+    def _set(self, side: int, state: str) -> None:
+        if self.state[side] != state:
+            self.previous[side], self.state[side] = self.state[side], state
+
+    def _letter(self, side: int, letter: str) -> None:
+        kind = "S" if letter == "H" else letter      # S and H share one "seen" mark
+        if (kind, side) not in self.seen:
+            self.seen.add((kind, side))
+            self.letters.append(letter if side == 0 else letter.lower())
+
+    def step(self, side: int, flags: int, length: int) -> None:
+        syn, fin, rst, ack = (bool(flags & bit) for bit in (0x02, 0x01, 0x04, 0x10))
+        if syn + fin + rst > 1:
+            self._letter(side, "I" if fin and rst else "Q")
+        elif syn:
+            self._letter(side, "H" if ack else "S")
+        elif fin:
+            self._letter(side, "F")
+        elif rst:
+            self._letter(side, "R")
+        elif length:
+            self._letter(side, "D")
+        elif ack:
+            self._letter(side, "A")
+        me, peer = side, 1 - side
+        state = self.state[me]
+        if state == "INACTIVE":
+            if syn and side == 0:
+                self._set(me, "SYN_ACK_SENT" if ack else "SYN_SENT")
+            elif syn:
+                if self.state[peer] == "SYN_SENT":
+                    self._set(peer, "ESTABLISHED")
+                self._set(me, "ESTABLISHED")
+            if fin:
+                self._set(me, "CLOSED")
+            if rst:
+                self._set(me, "RESET")
+            if self.state[me] == "INACTIVE":
+                if side == 1 and not length and self.state[0] == "SYN_SENT":
+                    pass
+                elif ack and self.state[peer] == "ESTABLISHED":
+                    self._set(me, "ESTABLISHED")
+                else:
+                    self._set(me, "PARTIAL")
+        elif state in ("SYN_SENT", "SYN_ACK_SENT"):
+            if fin:
+                self._set(me, "CLOSED")
+            if rst:
+                self._set(me, "RESET")
+        elif state in ("ESTABLISHED", "PARTIAL"):
+            if syn and state == "PARTIAL" and self.state[peer] == "INACTIVE" and not ack:
+                self._set(me, "SYN_SENT")
+            if fin and not rst:
+                self._set(me, "CLOSED")
+                if self.state[peer] == "RESET" and self.previous[peer] == "CLOSED":
+                    self._set(peer, "CLOSED")
+            if rst:
+                self._set(me, "RESET")
+        elif state == "CLOSED" and rst and self.state[peer] != "CLOSED":
+            self._set(me, "RESET")
+
+    def history(self, flipped: bool) -> str:
+        return ("^" if flipped else "") + "".join(self.letters)
+
+    def conn_state(self, history: str, orig_bytes: int, resp_bytes: int) -> str:
+        o, r = self.state
+        o_inactive, r_inactive = o in ("INACTIVE", "PARTIAL"), r in ("INACTIVE", "PARTIAL")
+        if r == "RESET":
+            if o in ("SYN_SENT", "SYN_ACK_SENT") or (o == "RESET" and orig_bytes == 0
+                                                     and resp_bytes == 0):
+                return "REJ"
+            return "RSTRH" if o_inactive else "RSTR"
+        if o == "RESET":
+            if r_inactive:
+                return "RSTOS0" if re.fullmatch(r"\^?S[^HAFGIQ]*R.*", history) else "OTH"
+            return "RSTO"
+        if o == "CLOSED" and r == "CLOSED":
+            return "SF"
+        if o == "CLOSED":
+            return "SH" if r_inactive else "S2"
+        if r == "CLOSED":
+            return "SHR" if o_inactive else "S3"
+        if o == "SYN_SENT" and r == "INACTIVE":
+            return "S0"
+        if o == "ESTABLISHED" and r == "ESTABLISHED":
+            return "S1"
+        return "OTH"
 
 
 class ReferenceTracker:
@@ -74,6 +184,7 @@ class ReferenceTracker:
         self.hist = [0] * len(self.model.states)
         self.stats = dict.fromkeys(("events", "new", "valid", "invalid", "ignored",
                                     "untracked", "closed"), 0)
+        self.ended: list[Conn] = []     # connections the model ended, oldest first
 
     @staticmethod
     def key(src: Hashable, sport: int, dst: Hashable, dport: int) -> tuple:
@@ -126,6 +237,7 @@ class ReferenceTracker:
         self.hist[conn.state] -= 1
         self.hist[nxt] += 1
         if action in (ACTION_REOPEN, ACTION_FLIP, ACTION_PICKUP):
+            self.ended.append(conn)
             stats["closed"] += 1
             stats["new"] += 1
             self.conns[key] = self._start(src, sport, dst, dport, nxt, ts, flags, length, action,
@@ -157,6 +269,7 @@ class ReferenceTracker:
 
     def _remove(self, key: tuple) -> None:
         conn = self.conns.pop(key)
+        self.ended.append(conn)
         self.hist[conn.state] -= 1
         self.stats["closed"] += 1
 

@@ -11,10 +11,11 @@ from typing import Any, Iterable, Mapping, NamedTuple, Optional, Union
 import numpy as np
 
 from fasttcp import _engine
+from fasttcp.flows import FLOW6_DTYPE, FLOW_DTYPE, flow_records
 from fasttcp.models import Model, get_model
 
 __all__ = ["Tracker", "ConnInfo", "UpdateResult", "LookupResult", "TableFullError",
-           "EVENT_DTYPE", "EVENT6_DTYPE", "CONN4_DTYPE", "CONN6_DTYPE",
+           "EVENT_DTYPE", "EVENT6_DTYPE", "SEGMENT_DTYPE", "SEGMENT6_DTYPE", "CONN4_DTYPE", "CONN6_DTYPE",
            "VERDICTS", "NEW", "VALID", "INVALID", "IGNORED", "STATUS_ALIVE", "STATUS_REPLIED",
            "STATUS_FLIPPED", "STATUS_PICKED_UP", "STATUS_ILLEGAL_SHIFT", "addresses"]
 
@@ -25,6 +26,14 @@ EVENT_DTYPE = np.dtype([("ts", "<i8"), ("src", "<u4"), ("dst", "<u4"), ("sport",
 #: One IPv6 segment event: as EVENT_DTYPE with 16-byte addresses in network order.
 EVENT6_DTYPE = np.dtype([("ts", "<i8"), ("src", "u1", (16,)), ("dst", "u1", (16,)),
                          ("sport", "<u2"), ("dport", "<u2"), ("flags", "u1"), ("length", "<u4")])
+#: A segment as the capture reader and the synthetic generator give it: EVENT_DTYPE plus the
+#: TCP sequence number, acknowledgement number, raw (unscaled) window, and the window-scale
+#: option of a SYN (-1 when absent). `Tracker.update` takes it as it is.
+SEGMENT_DTYPE = np.dtype(EVENT_DTYPE.descr + [("seq", "<u4"), ("ack", "<u4"), ("window", "<u2"),
+                                              ("wscale", "i1")])
+#: The IPv6 twin of SEGMENT_DTYPE.
+SEGMENT6_DTYPE = np.dtype(EVENT6_DTYPE.descr + [("seq", "<u4"), ("ack", "<u4"),
+                                                ("window", "<u2"), ("wscale", "i1")])
 CONN4_DTYPE = _engine.CONN4_DTYPE
 CONN6_DTYPE = _engine.CONN6_DTYPE
 _CONN_FIELDS: tuple[str, ...] = tuple(CONN4_DTYPE.names or ())
@@ -221,6 +230,10 @@ class Tracker:
         Overrides the model's per-state idle timeouts (``tracker.timeouts`` holds the result).
         For pair models, endpoint state names are accepted too: a connection's timeout is then
         recomputed as the larger of its two endpoints'.
+    flows : bool
+        Keep Zeek-style flow information per connection (history letters and endpoint states,
+        16 more bytes per connection) and collect the connections the model ends, for
+        `pop_flows` and `live_flows` (see `fasttcp.flows`).
     shards : {1, 2, 4}
         Split each family's table into this many shards by flow hash, each updated on its own
         thread without the GIL: on a machine with that many idle cores a large batch goes
@@ -247,7 +260,8 @@ class Tracker:
 
     def __init__(self, model: str | Model = "rfc793", capacity: int = 65_536,
                  max_capacity: Optional[int] = None, seed: Optional[int] = None,
-                 timeouts: Optional[Mapping[str, float]] = None, shards: int = 1) -> None:
+                 timeouts: Optional[Mapping[str, float]] = None, shards: int = 1,
+                 flows: bool = False) -> None:
         self.model = get_model(model)
         self.timeouts = _timeouts(self.model, timeouts or {})
         capacity = int(capacity)
@@ -268,6 +282,9 @@ class Tracker:
         if shards not in (1, 2, 4):
             raise ValueError(f"shards must be 1, 2 or 4, not {shards!r}")
         self.shards = shards
+        self.keeps_flows = bool(flows)
+        self._ended: dict[int, list[np.ndarray]] = {4: [], 6: []}   # flow rows awaiting pop
+        self._state_names = np.array(self.model.states)
         self._tables: dict[int, list[_engine.FlowTable]] = {}
         self._lock = threading.Lock()
         self._counter_lock = threading.Lock()  # shard threads count resizes
@@ -282,7 +299,8 @@ class Tracker:
             per_shard = self._shard_share(self.capacity)
             tables = [_engine.FlowTable(family, per_shard, m.class_of, m.table.ravel(),
                                         m.actions.ravel(), m.illegal_mask, len(m.states),
-                                        len(m.flag_classes), self._keys, shard, self.shards)
+                                        len(m.flag_classes), self._keys, shard, self.shards,
+                                        self.keeps_flows)
                       for shard in range(self.shards)]
             self._tables[family] = tables
         return tables
@@ -402,10 +420,55 @@ class Tracker:
             for key, value in counts.items():
                 totals[key] = totals.get(key, 0) + value
             if stop == n:
+                self._collect_ended(table)
                 return totals, None
+            if table.ended_full:
+                self._collect_ended(table)
+                continue
             if not self._make_room(table):
                 left = np.arange(stop, n) if order is None else order[stop:]
                 return totals, left
+
+    def _collect_ended(self, table: _engine.FlowTable) -> None:
+        """Turns the connections the table's model ended into flow rows, kept for pop_flows.
+        (Shard threads append to one list: list.append is atomic.)"""
+        records, states = table.take_ended()
+        if len(records):
+            self._ended[table.family].append(
+                flow_records(records, states, self._state_names, "closed"))
+
+    def pop_flows(self, family: int = 4) -> np.ndarray:
+        """Flow rows (FLOW_DTYPE / FLOW6_DTYPE) of the family's connections the model ended
+        since the last call, and forgets them. Needs ``Tracker(flows=True)``.
+
+        A connection ends when a segment reopens its key (a new SYN after a close, a flip or
+        a pickup on a live key) or, under conntrack, when it closes unanswered.
+        """
+        self._check_flows(family)
+        with self._lock:
+            parts, self._ended[family] = self._ended[family], []
+        return np.concatenate(parts) if parts else np.zeros(
+            0, dtype=FLOW_DTYPE if family == 4 else FLOW6_DTYPE)
+
+    def live_flows(self, family: int = 4) -> np.ndarray:
+        """Flow rows of the family's live connections, now (``ended == "live"``); the
+        connections stay tracked. Needs ``Tracker(flows=True)``."""
+        self._check_flows(family)
+        parts = []
+        with self._lock:
+            for table in self._tables.get(family, ()):
+                records, states = table.records, table.flows
+                alive = (records["status"] & STATUS_ALIVE) != 0
+                parts.append(flow_records(records[alive], states[alive], self._state_names,
+                                          "live"))
+        return np.concatenate(parts) if parts else np.zeros(
+            0, dtype=FLOW_DTYPE if family == 4 else FLOW6_DTYPE)
+
+    def _check_flows(self, family: int) -> None:
+        if family not in (4, 6):
+            raise ValueError(f"family must be 4 or 6, not {family!r}")
+        if not self.keeps_flows:
+            raise ValueError("this tracker keeps no flows; create it with Tracker(flows=True)")
 
     def _make_room(self, table: _engine.FlowTable) -> bool:
         """Compacts or grows a table that asked for room; False if it is at its bound."""

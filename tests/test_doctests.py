@@ -5,7 +5,7 @@ import importlib
 import pytest
 
 MODULES = ["fasttcp", "fasttcp.models", "fasttcp.tracker", "fasttcp.reference",
-           "fasttcp.workloads", "fasttcp.bench"]
+           "fasttcp.workloads", "fasttcp.bench", "fasttcp.flows"]
 
 
 @pytest.mark.parametrize("name", MODULES)
