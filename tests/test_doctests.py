@@ -5,7 +5,7 @@ import importlib
 import pytest
 
 MODULES = ["fasttcp", "fasttcp.models", "fasttcp.tracker", "fasttcp.reference",
-           "fasttcp.workloads", "fasttcp.bench", "fasttcp.flows"]
+           "fasttcp.workloads", "fasttcp.bench", "fasttcp.flows", "fasttcp.synth"]
 
 
 @pytest.mark.parametrize("name", MODULES)
