@@ -7,6 +7,7 @@ Tracker(model='conntrack', connections=0, capacity=65536, max_capacity=65536)
 from fasttcp._version import __version__
 from fasttcp.capture import CaptureBatch, CaptureError, CaptureStats, open_capture
 from fasttcp.flows import CONN_STATES, FLOW6_DTYPE, FLOW_DTYPE
+from fasttcp.sample import SAMPLE_CAPTURE
 from fasttcp.models import FLAG_CLASSES, Model, compile_model, get_model
 from fasttcp.tracker import (
     CONN4_DTYPE,
@@ -35,7 +36,7 @@ from fasttcp.tracker import (
 
 __all__ = [
     "__version__", "Tracker", "ConnInfo", "UpdateResult", "LookupResult", "TableFullError",
-    "open_capture", "CaptureBatch", "CaptureStats", "CaptureError",
+    "open_capture", "SAMPLE_CAPTURE", "CaptureBatch", "CaptureStats", "CaptureError",
     "FLOW_DTYPE", "FLOW6_DTYPE", "CONN_STATES",
     "Model", "compile_model", "get_model", "FLAG_CLASSES", "addresses",
     "EVENT_DTYPE", "EVENT6_DTYPE", "SEGMENT_DTYPE", "SEGMENT6_DTYPE", "CONN4_DTYPE", "CONN6_DTYPE",

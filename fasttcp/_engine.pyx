@@ -442,6 +442,111 @@ cdef inline void zeek_step(flow_t* f, int d, uint8_t flags, uint32_t length) noe
             set_zeek(ep, Z_RESET)
 
 
+# Zeek's conn_state values (zeek/zeek base/protocols/conn/main.zeek), by code.
+CONN_STATE_NAMES = ("S0", "S1", "SF", "REJ", "S2", "S3", "RSTO", "RSTR", "RSTOS0", "RSTRH",
+                    "SH", "SHR", "OTH")
+cdef enum:
+    CS_S0 = 0
+    CS_S1 = 1
+    CS_SF = 2
+    CS_REJ = 3
+    CS_S2 = 4
+    CS_S3 = 5
+    CS_RSTO = 6
+    CS_RSTR = 7
+    CS_RSTOS0 = 8
+    CS_RSTRH = 9
+    CS_SH = 10
+    CS_SHR = 11
+    CS_OTH = 12
+
+cdef char* LETTER_CHARS = b"SsHhAaDdFfRrQqIi"   # by history entry (letter << 1 | direction)
+
+
+cdef inline int history_text(const flow_t* f, bint flipped, uint8_t* out,
+                             int width) noexcept nogil:
+    """Writes the Zeek history string (ASCII, NUL-padded to width); returns its length."""
+    cdef int n = ft_popcount16(f.seen), k, at = 0
+    if flipped:
+        out[0] = 94      # '^'
+        at = 1
+    for k in range(n):
+        out[at + k] = LETTER_CHARS[(f.history >> (4 * k)) & 0xF]
+    for k in range(at + n, width):
+        out[k] = 0
+    return at + n
+
+
+cdef inline bint syn_then_reset(const flow_t* f) noexcept nogil:
+    """Zeek's RSTOS0 test, the history matching ^?S[^HAFGIQ]*R.*: the originator's SYN comes
+    first and its RST before any of its SYN-ACK, ACK, FIN, multi-flag or gap letters."""
+    cdef int n = ft_popcount16(f.seen), k
+    cdef uint8_t entry
+    if n == 0 or (f.history & 0xF) != ((L_SYN << 1) | 0):
+        return False
+    for k in range(1, n):
+        entry = (f.history >> (4 * k)) & 0xF
+        if entry & 1:
+            continue                    # the responder's letters are lower case: allowed
+        if (entry >> 1) == L_RST:
+            return True
+        if (entry >> 1) != L_DATA:      # H, A, F, Q, I end the match; D may come between
+            return False
+    return False
+
+
+cdef inline uint8_t conn_state(const flow_t* f, uint64_t orig_bytes,
+                               uint64_t resp_bytes) noexcept nogil:
+    """Zeek's conn_state function over the endpoints' Zeek states, first match wins. REJ for
+    two reset endpoints asks for no payload either way (Zeek: sequence-number sizes of 0)."""
+    cdef uint8_t o = f.orig_zeek & 0x0F, r = f.resp_zeek & 0x0F
+    cdef bint o_inactive = o == Z_INACTIVE or o == Z_PARTIAL
+    cdef bint r_inactive = r == Z_INACTIVE or r == Z_PARTIAL
+    if r == Z_RESET:
+        if o == Z_SYN_SENT or o == Z_SYN_ACK_SENT or (o == Z_RESET and orig_bytes == 0
+                                                       and resp_bytes == 0):
+            return CS_REJ
+        return CS_RSTRH if o_inactive else CS_RSTR
+    if o == Z_RESET:
+        if r_inactive:
+            return CS_RSTOS0 if syn_then_reset(f) else CS_OTH
+        return CS_RSTO
+    if o == Z_CLOSED and r == Z_CLOSED:
+        return CS_SF
+    if o == Z_CLOSED:
+        return CS_SH if r_inactive else CS_S2
+    if r == Z_CLOSED:
+        return CS_SHR if o_inactive else CS_S3
+    if o == Z_SYN_SENT and r == Z_INACTIVE:
+        return CS_S0
+    if o == Z_ESTABLISHED and r == Z_ESTABLISHED:
+        return CS_S1
+    return CS_OTH
+
+
+def zeek_columns(const uint8_t[::1] flow_states, const uint8_t[::1] status,
+                 const uint64_t[::1] orig_bytes, const uint64_t[::1] resp_bytes,
+                 uint8_t[:, ::1] out_history, uint8_t[::1] out_conn_state):
+    """Zeek's history (ASCII rows of out_history) and conn_state code of each connection,
+    from its FLOW_STATE_DTYPE row (as bytes) and its record's status and payload bytes."""
+    cdef intp_t n = status.shape[0], i
+    cdef const flow_t* f
+    if (flow_states.shape[0] != n * <intp_t>sizeof(flow_t) or orig_bytes.shape[0] != n
+            or resp_bytes.shape[0] != n or out_history.shape[0] != n
+            or out_conn_state.shape[0] != n):
+        raise ValueError("zeek_columns: arrays differ in length")
+    if out_history.shape[1] < 15:
+        raise ValueError("zeek_columns: history rows need 15 bytes")
+    if n == 0:
+        return
+    f = <const flow_t*>&flow_states[0]
+    with nogil:
+        for i in range(n):
+            history_text(&f[i], (status[i] & S_FLIPPED) != 0, &out_history[i, 0],
+                         <int>out_history.shape[1])
+            out_conn_state[i] = conn_state(&f[i], orig_bytes[i], resp_bytes[i])
+
+
 cdef inline void end_connection(table_t* t, const conn_t* c, intp_t rid) noexcept nogil:
     """Copies a connection the model is ending into the ended buffer (kept flows only; the
     kernel stops before an event when the buffer has no room)."""

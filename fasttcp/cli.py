@@ -1,19 +1,34 @@
 """The ``fasttcp`` command.
 
+    fasttcp analyze [CAPTURE ...] [--model M] [--flows OUT.csv|OUT.parquet] [--plot OUT.png]
+                    [--keep-going] [--json]
+    fasttcp generate OUT.pcap [--connections N] [--seed N] [--mix KIND=WEIGHT,...] [--nanosecond]
     fasttcp bench [--connections N] [--events N] [--repeats N] [--json]
 
-Output goes to stdout, diagnostics to stderr; exit status 0 on success, 1 on a runtime error,
-2 on a usage error.
+Output goes to stdout, diagnostics to stderr; exit status 0 on success, 1 on a runtime error
+(an unreadable capture, a missing optional package), 2 on a usage error.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import time
 from typing import Optional, Sequence
 
 from fasttcp import __version__
+from fasttcp.analyze import FLOW_FORMATS, Analysis, analyze, plot_timeline
 from fasttcp.bench import measure, report
+from fasttcp.capture import CaptureError
+from fasttcp.flows import CONN_STATE_MEANINGS
+from fasttcp.models import MODELS
+from fasttcp.sample import SAMPLE_CAPTURE
+from fasttcp.synth import KINDS, generate, write_pcap
+
+
+class UsageError(Exception):
+    """A bad argument found after parsing: reported like argparse's own (exit 2)."""
 
 
 def positive_int(text: str) -> int:
@@ -26,11 +41,62 @@ def positive_int(text: str) -> int:
     return value
 
 
+def mix_weights(text: str) -> dict[str, float]:
+    """KIND=WEIGHT,KIND=WEIGHT as a mapping."""
+    weights = {}
+    for item in text.split(","):
+        kind, _, weight = item.partition("=")
+        if kind not in KINDS:
+            raise argparse.ArgumentTypeError(f"unknown kind {kind!r}; kinds: {', '.join(KINDS)}")
+        try:
+            weights[kind] = float(weight)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a weight: {item!r} (write KIND=WEIGHT)") \
+                from None
+        if not weights[kind] > 0:
+            raise argparse.ArgumentTypeError(f"weights must be positive: {item!r}")
+    return weights
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fasttcp", description="TCP connection tracking "
                                      "for millions of connections.")
     parser.add_argument("--version", action="version", version=f"fasttcp {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    analyze_cmd = commands.add_parser(
+        "analyze", help="track the connections of captures; print states and conn_state counts",
+        description="Reads pcap/pcapng captures (gzip-compressed or not) in the order given, "
+                    "tracks every TCP connection and makes a Zeek-style flow record for each. "
+                    "Without CAPTURE, reads the sample capture bundled with fasttcp.")
+    analyze_cmd.add_argument("captures", nargs="*", metavar="CAPTURE")
+    analyze_cmd.add_argument("--model", choices=sorted(MODELS), default="rfc793")
+    analyze_cmd.add_argument("--flows", metavar="OUT", help="write flow records to OUT "
+                             "(.csv, or .parquet with fasttcp[pandas])")
+    analyze_cmd.add_argument("--plot", metavar="PNG", help="draw live connections per state "
+                             "over capture time (needs fasttcp[plot])")
+    analyze_cmd.add_argument("--keep-going", action="store_true", help="read what a damaged "
+                             "capture holds up to the damage, and report the rest, instead of "
+                             "stopping with an error")
+    analyze_cmd.add_argument("--json", action="store_true", help="print one JSON object")
+
+    generate_cmd = commands.add_parser(
+        "generate", help="write a synthetic capture",
+        description="Writes a reproducible synthetic capture (Ethernet/IPv4/TCP headers) of "
+                    "CONNECTIONS scenario instances: handshakes, data, FIN and RST teardowns, "
+                    "simultaneous open and close, retransmissions, SYN floods, scans, "
+                    "mid-stream pickups.")
+    generate_cmd.add_argument("output", metavar="OUT.pcap", help="ending in .gz: gzip it")
+    generate_cmd.add_argument("--connections", type=positive_int, default=10_000)
+    generate_cmd.add_argument("--seed", type=int, default=0)
+    generate_cmd.add_argument("--rate", type=float, default=10_000.0,
+                              help="connections per second of capture time")
+    generate_cmd.add_argument("--mix", type=mix_weights, help="KIND=WEIGHT,... over: "
+                              + ", ".join(KINDS))
+    generate_cmd.add_argument("--nanosecond", action="store_true",
+                              help="nanosecond timestamps (default microseconds)")
+    generate_cmd.add_argument("--json", action="store_true", help="print one JSON object")
+
     bench = commands.add_parser(
         "bench", help="time the tracker on a synthetic workload beside a plain-Python tracker",
         description="Opens CONNECTIONS IPv4 connections, then times batches of EVENTS uniformly "
@@ -46,18 +112,119 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _table(rows: list[tuple], header: tuple) -> str:
+    widths = [max(len(str(row[i])) for row in [header] + rows) for i in range(len(header))]
+    lines = []
+    for row in [header] + rows:
+        cells = [str(cell).rjust(width) if isinstance(cell, int) else str(cell).ljust(width)
+                 for cell, width in zip(row, widths)]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def analysis_report(result: Analysis) -> str:
+    names = ", ".join(os.path.basename(stats.path) for stats in result.captures)
+    skipped = ", ".join(f"{n:,} {reason}" for reason, n in result.skipped.items() if n)
+    rate = result.packets / result.seconds / 1e6 if result.seconds else 0.0
+    lines = [f"{names}: {result.packets:,} packets, {result.segments:,} TCP segments"
+             + (f" (skipped: {skipped})" if skipped else ""),
+             f"{result.flows:,} connections ({result.connections:,} live at the end), "
+             f"model {result.model}, {result.seconds:.2f} s ({rate:.2f} M packets/s)"]
+    for stats in result.captures:
+        if stats.error:
+            lines.append(f"warning: {stats.error}; {stats.unread_bytes:,} bytes not read")
+    live = sorted(((state, n) for state, n in result.histogram.items() if n),
+                  key=lambda row: (-row[1], row[0]))
+    lines += ["", _table(live, ("state (live connections)", "count")) if live
+              else "no live connections"]
+    states = [(name, n, CONN_STATE_MEANINGS[name]) for name, n in result.conn_states.items()
+              if n]
+    states.sort(key=lambda row: (-row[1], row[0]))
+    lines += ["", _table(states, ("conn_state", "flows", "meaning")) if states else "no flows"]
+    return "\n".join(lines)
+
+
+def _analyze(args: argparse.Namespace) -> str:
+    if args.flows and not args.flows.endswith(FLOW_FORMATS):
+        raise UsageError(f"--flows: write to a file ending in {' or '.join(FLOW_FORMATS)}")
+    paths = args.captures or [SAMPLE_CAPTURE]
+    for path in paths:
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{path}: no such file" if not os.path.exists(path)
+                                    else f"{path}: not a file")
+    if args.plot:   # fail before reading, not after it
+        _require("matplotlib", "--plot", "plot")
+    if args.flows and args.flows.endswith(".parquet"):
+        _require("pandas", "--flows *.parquet", "pandas")
+        _require("pyarrow", "--flows *.parquet", "pandas")
+    progress = _progress_bar(sum(os.path.getsize(p) for p in paths))
+    try:
+        result = analyze(paths, args.model, args.flows, bool(args.plot), not args.keep_going,
+                         progress.update if progress is not None else None)
+    finally:
+        if progress is not None:
+            progress.close()
+    if args.plot:
+        plot_timeline(result, list(result.histogram), args.plot)
+    return json.dumps(result.as_dict()) if args.json else analysis_report(result)
+
+
+def _require(module: str, option: str, extra: str) -> None:
+    try:
+        __import__(module)
+    except ImportError:
+        raise ImportError(f"{option} needs {module}: pip install 'fasttcp[{extra}]'") from None
+
+
+def _progress_bar(total: int):
+    """A byte progress bar on stderr, only when it is a terminal."""
+    if not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+    return tqdm(total=total, unit="B", unit_scale=True, file=sys.stderr, leave=False,
+                desc="reading")
+
+
+def _generate(args: argparse.Namespace) -> str:
+    started = time.perf_counter()
+    try:
+        batches = generate(args.connections, seed=args.seed, mix=args.mix, rate=args.rate)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    packets = write_pcap(args.output, batches, nanosecond=args.nanosecond)
+    seconds = time.perf_counter() - started
+    summary = {"output": args.output, "packets": packets, "connections": args.connections,
+               "seed": args.seed, "bytes": os.path.getsize(args.output), "seconds": seconds}
+    if args.json:
+        return json.dumps(summary)
+    return (f"wrote {args.output}: {packets:,} packets of {args.connections:,} connections "
+            f"(seed {args.seed}), {summary['bytes']:,} bytes in {seconds:.2f} s")
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Runs the command line; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     try:
-        if args.command == "bench":
+        if args.command == "analyze":
+            print(_analyze(args))
+        elif args.command == "generate":
+            print(_generate(args))
+        elif args.command == "bench":
             result = measure(args.connections, args.events, args.repeats, args.python_events,
                              args.seed)
             print(json.dumps(result) if args.json else report(result))
-    except MemoryError:
-        print("fasttcp: not enough memory for this workload; try fewer --connections",
-              file=sys.stderr)
+    except UsageError as error:
+        parser.error(str(error))   # exits with status 2
+    except (CaptureError, OSError, ImportError) as error:
+        print(f"fasttcp: {error}", file=sys.stderr)
         return 1
+    except MemoryError:
+        print("fasttcp: not enough memory for this input", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("fasttcp: interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

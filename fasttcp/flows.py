@@ -13,8 +13,8 @@ now), as numpy structured arrays (FLOW_DTYPE, FLOW6_DTYPE); `to_csv`, `to_pandas
 >>> _ = t.update(np.array([0, 10, 20]), np.array([a, b, a]), np.array([5000, 80, 5000]),
 ...              np.array([b, a, b]), np.array([80, 5000, 80]), np.array([syn, synack, ack]))
 >>> flow = t.live_flows()[0]
->>> str(flow["history"]), str(flow["conn_state"]), str(flow["state"])
-('ShA', 'S1', 'ESTABLISHED/ESTABLISHED')
+>>> flow["history"], CONN_STATES[flow["conn_state"]], t.model.states[flow["state"]]
+(np.bytes_(b'ShA'), 'S1', 'ESTABLISHED/ESTABLISHED')
 
 Column meanings follow Zeek's conn.log (zeek/zeek scripts/base/protocols/conn/main.zeek):
 ``conn_state`` is computed from the endpoints' Zeek states exactly as Zeek's ``conn_state``
@@ -26,19 +26,18 @@ spans (equal unless segments were retransmitted or lost).
 """
 from __future__ import annotations
 
-import csv
 import ipaddress
-import re
-from typing import IO, Any, Iterable, Union
+from typing import IO, Any, Iterable, Sequence, Union
 
 import numpy as np
 
-from fasttcp import _engine
+from fasttcp import _engine, _flowcsv
 
-__all__ = ["FLOW_DTYPE", "FLOW6_DTYPE", "CONN_STATES", "CONN_STATE_MEANINGS", "flow_records",
-           "conn_states", "histories", "to_csv", "to_pandas", "to_parquet", "CSV_COLUMNS"]
+__all__ = ["FLOW_DTYPE", "FLOW6_DTYPE", "CONN_STATES", "CONN_STATE_MEANINGS", "ENDED",
+           "flow_records", "to_csv", "to_pandas", "to_parquet", "CSV_COLUMNS"]
 
-#: Zeek's conn_state values and their meanings (Zeek's main.zeek, in fasttcp's words).
+#: Zeek's conn_state values and their meanings (Zeek's main.zeek, in fasttcp's words), in
+#: the order of their codes in a flow row's ``conn_state``.
 CONN_STATE_MEANINGS = {
     "S0": "connection attempt seen, no reply",
     "S1": "established, not terminated",
@@ -55,12 +54,12 @@ CONN_STATE_MEANINGS = {
     "OTH": "no SYN seen, just midstream traffic",
 }
 CONN_STATES = tuple(CONN_STATE_MEANINGS)
+if CONN_STATES != _engine.CONN_STATE_NAMES:
+    raise ImportError("fasttcp._engine numbers conn_state values differently; rebuild it")
+#: Why a flow row was made, by the code in its ``ended`` field.
+ENDED = ("live", "closed")
+LIVE, CLOSED = range(len(ENDED))
 
-# Zeek endpoint state codes, as the engine keeps them (low nibble of orig_zeek / resp_zeek).
-(_INACTIVE, _SYN_SENT, _SYN_ACK_SENT, _PARTIAL, _ESTABLISHED, _CLOSED,
- _RESET) = range(len(_engine.ZEEK_STATES))
-
-_STATE_WIDTH = 24       # fits every built-in model's state names ("ESTABLISHED/ESTABLISHED")
 _HISTORY_WIDTH = 15     # '^' and at most 14 letters: each of 7 kinds once per direction
 
 
@@ -68,101 +67,41 @@ def _flow_fields(address: Any) -> list:
     return [("ts", "<i8"), ("last_ts", "<i8"), ("duration", "<f8"),
             ("orig_h", address), ("orig_p", "<u2"), ("resp_h", address), ("resp_p", "<u2"),
             ("orig_pkts", "<u4"), ("orig_bytes", "<u8"), ("resp_pkts", "<u4"),
-            ("resp_bytes", "<u8"), ("state", f"<U{_STATE_WIDTH}"), ("conn_state", "<U6"),
-            ("history", f"<U{_HISTORY_WIDTH}"), ("flipped", "?"), ("picked_up", "?"),
-            ("illegal", "u1"), ("ended", "<U6")]
+            ("resp_bytes", "<u8"), ("state", "u1"), ("conn_state", "u1"),
+            ("history", f"S{_HISTORY_WIDTH}"), ("flipped", "?"), ("picked_up", "?"),
+            ("illegal", "u1"), ("ended", "u1")]
 
 
 #: One IPv4 connection. ``ts`` / ``last_ts``: first and last segment (ns); ``duration`` in
-#: seconds; addresses as host-order integers; ``state``: the model's final state;
-#: ``ended``: "closed" (the model ended it) or "live" (still open when the row was made).
+#: seconds; addresses as host-order integers; ``state``: the model's final state (a code into
+#: ``model.states``); ``conn_state``: a code into CONN_STATES; ``history``: Zeek's letters,
+#: ASCII; ``illegal``: illegal segments (saturating at 15); ``ended``: a code into ENDED.
 FLOW_DTYPE = np.dtype(_flow_fields("<u4"))
 #: One IPv6 connection: as FLOW_DTYPE with 16-byte addresses in network order.
 FLOW6_DTYPE = np.dtype(_flow_fields(("u1", (16,))))
 
-_LETTERS = np.frombuffer("".join(letter + letter.lower() for letter in
-                                 _engine.HISTORY_LETTERS).encode(), dtype=np.uint8)
-_RSTOS0 = re.compile(r"\^?S[^HAFGIQ]*R.*")
 
-
-def histories(history: np.ndarray, seen: np.ndarray, flipped: np.ndarray) -> np.ndarray:
-    """Zeek history strings from the engine's packed letters (FLOW_STATE_DTYPE fields).
-
-    >>> histories(np.array([0x10]), np.array([0x0101]), np.array([True]))  # S, then s
-    array(['^Ss'], dtype='<U15')
-    """
-    n = len(history)
-    count = np.zeros(n, dtype=np.int64)
-    bits = seen.astype(np.int64)
-    while bits.any():                       # popcount: one letter per seen bit
-        count += bits & 1
-        bits >>= 1
-    shifts = (4 * np.arange(_HISTORY_WIDTH - 1, dtype=np.uint64))
-    codes = (history.astype(np.uint64)[:, None] >> shifts) & np.uint64(0xF)
-    letters = _LETTERS[codes.astype(np.intp)]
-    letters[np.arange(_HISTORY_WIDTH - 1) >= count[:, None]] = 0
-    out = np.zeros((n, _HISTORY_WIDTH), dtype=np.uint8)
-    offset = flipped.astype(np.intp)
-    out[offset == 1, 0] = ord("^")
-    rows = np.arange(n)[:, None]
-    out[rows, np.arange(_HISTORY_WIDTH - 1) + offset[:, None]] = letters
-    return out.view(f"S{_HISTORY_WIDTH}").ravel().astype(f"U{_HISTORY_WIDTH}")
-
-
-def conn_states(orig_zeek: np.ndarray, resp_zeek: np.ndarray, orig_bytes: np.ndarray,
-                resp_bytes: np.ndarray, history: np.ndarray) -> np.ndarray:
-    """Zeek's conn_state for each connection, from the endpoints' Zeek states.
-
-    The rules, first match wins, as in Zeek's ``conn_state`` function. REJ for two reset
-    endpoints asks for no data in either direction (Zeek: sequence-number sizes of 0).
-    """
-    o = orig_zeek & 0x0F
-    r = resp_zeek & 0x0F
-    o_inactive = (o == _INACTIVE) | (o == _PARTIAL)
-    r_inactive = (r == _INACTIVE) | (r == _PARTIAL)
-    o_reset, r_reset = o == _RESET, r == _RESET
-    o_closed, r_closed = o == _CLOSED, r == _CLOSED
-    rstos0 = np.zeros(len(o), dtype=bool)
-    for i in np.flatnonzero(o_reset & ~r_reset & r_inactive):
-        rstos0[i] = _RSTOS0.fullmatch(str(history[i])) is not None
-    rules = [
-        (r_reset & ((o == _SYN_SENT) | (o == _SYN_ACK_SENT)
-                    | (o_reset & (orig_bytes == 0) & (resp_bytes == 0))), "REJ"),
-        (r_reset & o_inactive, "RSTRH"),
-        (r_reset, "RSTR"),
-        (o_reset & r_inactive & rstos0, "RSTOS0"),
-        (o_reset & r_inactive, "OTH"),
-        (o_reset, "RSTO"),
-        (o_closed & r_closed, "SF"),
-        (o_closed & r_inactive, "SH"),
-        (o_closed, "S2"),
-        (r_closed & o_inactive, "SHR"),
-        (r_closed, "S3"),
-        ((o == _SYN_SENT) & (r == _INACTIVE), "S0"),
-        ((o == _ESTABLISHED) & (r == _ESTABLISHED), "S1"),
-    ]
-    return np.select([cond for cond, _ in rules], [name for _, name in rules], "OTH").astype("U6")
-
-
-def flow_records(records: np.ndarray, flow_states: np.ndarray, state_names: np.ndarray,
-                 ended: str) -> np.ndarray:
+def flow_records(records: np.ndarray, flow_states: np.ndarray, ended: int) -> np.ndarray:
     """Flow rows (FLOW_DTYPE / FLOW6_DTYPE) from engine records and their flow states."""
     family6 = records.dtype["orig_h"].shape == (16,)
-    out = np.zeros(len(records), dtype=FLOW6_DTYPE if family6 else FLOW_DTYPE)
+    n = len(records)
+    out = np.zeros(n, dtype=FLOW6_DTYPE if family6 else FLOW_DTYPE)
     for name in ("orig_h", "orig_p", "resp_h", "resp_p", "orig_pkts", "orig_bytes",
-                 "resp_pkts", "resp_bytes", "last_ts"):
+                 "resp_pkts", "resp_bytes", "last_ts", "state"):
         out[name] = records[name]
     out["ts"] = records["first_ts"]
     out["duration"] = (records["last_ts"] - records["first_ts"]) / 1e9
-    out["state"] = state_names[records["state"]]
-    status = records["status"]
+    status = np.ascontiguousarray(records["status"])
     out["flipped"] = (status & _engine.STATUS_FLIPPED) != 0
     out["picked_up"] = (status & _engine.STATUS_PICKED_UP) != 0
     out["illegal"] = status >> _engine.STATUS_ILLEGAL_SHIFT
-    out["history"] = histories(flow_states["history"], flow_states["seen"], out["flipped"])
-    out["conn_state"] = conn_states(flow_states["orig_zeek"], flow_states["resp_zeek"],
-                                    records["orig_bytes"], records["resp_bytes"],
-                                    out["history"])
+    history = np.zeros((n, _HISTORY_WIDTH), dtype=np.uint8)
+    conn_state = np.zeros(n, dtype=np.uint8)
+    _engine.zeek_columns(np.ascontiguousarray(flow_states).view(np.uint8), status,
+                         np.ascontiguousarray(records["orig_bytes"]),
+                         np.ascontiguousarray(records["resp_bytes"]), history, conn_state)
+    out["history"] = history.view(f"S{_HISTORY_WIDTH}").ravel()
+    out["conn_state"] = conn_state
     out["ended"] = ended
     return out
 
@@ -171,86 +110,120 @@ def flow_records(records: np.ndarray, flow_states: np.ndarray, state_names: np.n
 CSV_COLUMNS = ("ts", "orig_h", "orig_p", "resp_h", "resp_p", "duration", "orig_bytes",
                "resp_bytes", "conn_state", "history", "orig_pkts", "resp_pkts", "state",
                "flipped", "picked_up", "illegal", "ended")
+_CSV_ROWS_PER_STEP = 1 << 16
+
+FlowArrays = Union[np.ndarray, Iterable[np.ndarray]]
 
 
-def _address_text(column: np.ndarray) -> np.ndarray:
-    if column.ndim == 1:    # IPv4 host-order integers: dotted quads without a per-row object
-        octets = [((column >> shift) & 0xFF).astype(str) for shift in (24, 16, 8, 0)]
-        dotted = octets[0]
-        for octet in octets[1:]:
-            dotted = np.char.add(np.char.add(dotted, "."), octet)
-        return dotted
-    return np.array([str(ipaddress.IPv6Address(bytes(row))) for row in column])
+def _arrays(flows: FlowArrays) -> list[np.ndarray]:
+    arrays = [flows] if isinstance(flows, np.ndarray) else list(flows)
+    for array in arrays:
+        if array.dtype not in (FLOW_DTYPE, FLOW6_DTYPE):
+            raise TypeError(f"flow rows must be FLOW_DTYPE or FLOW6_DTYPE arrays, "
+                            f"not {array.dtype}")
+    return arrays
 
 
-def _text_columns(flows: np.ndarray) -> list[np.ndarray]:
-    columns = []
-    for name in CSV_COLUMNS:
-        values = flows[name]
-        if name in ("orig_h", "resp_h"):
-            columns.append(_address_text(values))
-        elif name == "ts":
-            seconds, nanos = np.divmod(values, 1_000_000_000)
-            columns.append(np.char.add(np.char.add(seconds.astype(str), "."),
-                                       np.char.zfill(nanos.astype(str), 9)))
-        elif name == "duration":
-            columns.append(np.char.mod("%.9f", values))
-        elif values.dtype == bool:
-            columns.append(np.where(values, "T", "F"))
-        else:
-            columns.append(values.astype(str))
-    return columns
+def _check_codes(array: np.ndarray, states: Sequence[str]) -> None:
+    for name, limit in (("state", len(states)), ("conn_state", len(CONN_STATES)),
+                        ("ended", len(ENDED))):
+        if len(array) and int(array[name].max()) >= limit:
+            raise ValueError(f"flow rows hold {name} code {int(array[name].max())}, "
+                             f"beyond the {limit} names given")
 
 
-def to_csv(flows: Union[np.ndarray, Iterable[np.ndarray]], target: Union[str, IO[str]],
+def to_csv(flows: FlowArrays, target: Union[str, IO[str]], states: Sequence[str],
            header: bool = True) -> int:
     """Writes flow rows (one array, or several of either family) as CSV; returns the rows.
 
-    Addresses are written as text, ``ts`` as seconds with nine decimals, booleans as T/F
-    (Zeek's convention). `target` is a path or an open text file.
+    Parameters
+    ----------
+    flows : FLOW_DTYPE / FLOW6_DTYPE array, or an iterable of them
+    target : path or open text file
+    states : sequence of str
+        The model's state names (``tracker.model.states``), for the ``state`` column.
+    header : bool
+        Write the CSV_COLUMNS line first.
+
+    Addresses are written as text, ``ts`` and ``duration`` as exact seconds with nine
+    decimals, booleans as T/F (Zeek's convention), codes as their names.
     """
-    arrays = [flows] if isinstance(flows, np.ndarray) else list(flows)
+    arrays = _arrays(flows)
+    names = [name.encode() for name in (*CONN_STATES, *states, *ENDED)]
+    width = max(len(name) for name in names)
+    table = np.zeros((len(names), width), dtype=np.uint8)
+    for i, name in enumerate(names):
+        table[i, :len(name)] = np.frombuffer(name, dtype=np.uint8)
+    lengths = np.array([len(name) for name in names], dtype=np.intp)
+    bases = (0, len(CONN_STATES), len(CONN_STATES) + len(states))
     own = isinstance(target, str)
     stream: IO[str] = open(target, "w", newline="") if own else target   # type: ignore
     try:
-        writer = csv.writer(stream)
         if header:
-            writer.writerow(CSV_COLUMNS)
+            stream.write(",".join(CSV_COLUMNS) + "\n")
+        buffer = np.empty(_CSV_ROWS_PER_STEP * (_flowcsv.MAX_ROW_BYTES + width), np.uint8)
         rows = 0
         for array in arrays:
-            if len(array):
-                writer.writerows(zip(*_text_columns(array)))
-                rows += len(array)
+            _check_codes(array, states)
+            for at in range(0, len(array), _CSV_ROWS_PER_STEP):
+                part = array[at:at + _CSV_ROWS_PER_STEP]
+                columns = [np.ascontiguousarray(part[name]) for name in (
+                    "ts", "last_ts", "orig_h", "resp_h", "orig_p", "resp_p", "orig_bytes",
+                    "resp_bytes", "conn_state")]
+                history = np.ascontiguousarray(part["history"]).view(np.uint8).reshape(
+                    len(part), -1)
+                more = [np.ascontiguousarray(part[name]).view(np.uint8) for name in (
+                    "state", "flipped", "picked_up", "illegal", "ended")]
+                size = _flowcsv.format_rows(*columns, history,
+                                            np.ascontiguousarray(part["orig_pkts"]),
+                                            np.ascontiguousarray(part["resp_pkts"]), *more,
+                                            table, lengths, *bases, buffer)
+                stream.write(buffer[:size].tobytes().decode("ascii"))
+                rows += len(part)
     finally:
         if own:
             stream.close()
     return rows
 
 
-def to_pandas(flows: Union[np.ndarray, Iterable[np.ndarray]]) -> Any:
-    """A pandas DataFrame of flow rows, addresses as text (needs ``pip install fasttcp[pandas]``).
+def _address_text(column: np.ndarray) -> list[str]:
+    if column.ndim == 1:
+        return [str(ipaddress.IPv4Address(int(a))) for a in column.tolist()]
+    return [str(ipaddress.IPv6Address(bytes(row))) for row in column]
+
+
+def to_pandas(flows: FlowArrays, states: Sequence[str]) -> Any:
+    """A pandas DataFrame of flow rows (needs ``pip install 'fasttcp[pandas]'``).
+
+    Addresses become text, ``ts`` a UTC datetime, ``state`` / ``conn_state`` / ``ended``
+    categoricals of their names, ``history`` text; `states` as in `to_csv`.
     """
     try:
         import pandas as pd
     except ImportError:
         raise ImportError("to_pandas needs pandas: pip install 'fasttcp[pandas]'") from None
-    arrays = [flows] if isinstance(flows, np.ndarray) else list(flows)
     frames = []
-    for array in arrays:
-        data = {name: array[name] for name in CSV_COLUMNS}
+    for array in _arrays(flows):
+        _check_codes(array, states)
+        data: dict[str, Any] = {name: array[name] for name in CSV_COLUMNS
+                                if name in array.dtype.names}
         data["orig_h"] = _address_text(array["orig_h"])
         data["resp_h"] = _address_text(array["resp_h"])
         data["ts"] = pd.to_datetime(array["ts"], unit="ns", utc=True)
+        data["duration"] = array["duration"]
+        data["history"] = np.char.decode(array["history"], "ascii")
+        for name, names in (("state", states), ("conn_state", CONN_STATES), ("ended", ENDED)):
+            data[name] = pd.Categorical.from_codes(array[name], categories=list(names))
         frames.append(pd.DataFrame(data, columns=list(CSV_COLUMNS)))
     if not frames:
         return pd.DataFrame(columns=list(CSV_COLUMNS))
     return pd.concat(frames, ignore_index=True)
 
 
-def to_parquet(flows: Union[np.ndarray, Iterable[np.ndarray]], path: str) -> int:
-    """Writes flow rows to a Parquet file (needs ``pip install fasttcp[pandas]``, which brings
-    pyarrow); returns the rows."""
-    frame = to_pandas(flows)
+def to_parquet(flows: FlowArrays, path: str, states: Sequence[str]) -> int:
+    """Writes flow rows to a Parquet file (needs ``pip install 'fasttcp[pandas]'``, which
+    brings pyarrow); returns the rows. `states` as in `to_csv`."""
+    frame = to_pandas(flows, states)
     try:
         frame.to_parquet(path, index=False)
     except ImportError:

@@ -1,0 +1,191 @@
+"""The main job: captures in, connection states and flow records out.
+
+>>> import fasttcp
+>>> result = analyze([fasttcp.SAMPLE_CAPTURE])
+>>> result.packets == result.segments + sum(result.skipped.values()) > 0
+True
+>>> sum(result.conn_states.values()) == result.flows
+True
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+
+from fasttcp.capture import SKIP_REASONS, CaptureStats, open_capture
+from fasttcp.flows import CONN_STATES, to_csv, to_parquet
+from fasttcp.tracker import Tracker
+
+__all__ = ["analyze", "Analysis", "FLOW_FORMATS"]
+
+#: File name endings `analyze` can write flow records to.
+FLOW_FORMATS = (".csv", ".parquet")
+# With a plot, the tracker's histogram is sampled after every this many segments.
+_PLOT_STEP = 2048
+
+
+@dataclass
+class Analysis:
+    """What `analyze` saw: the captures' statistics, the live state histogram at the end, and
+    the conn_state of every flow (connections the model ended, and those still live)."""
+
+    model: str
+    captures: list[CaptureStats]
+    packets: int = 0
+    segments: int = 0
+    skipped: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SKIP_REASONS, 0))
+    connections: int = 0          # live at the end
+    flows: int = 0                # flow records: ended plus live
+    histogram: dict[str, int] = field(default_factory=dict)
+    conn_states: dict[str, int] = field(default_factory=lambda: dict.fromkeys(CONN_STATES, 0))
+    seconds: float = 0.0
+    timeline_ts: list[int] = field(default_factory=list)      # with a plot: sample times (ns)
+    timeline: list[np.ndarray] = field(default_factory=list)  # and the histogram at each
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready summary (without the timeline)."""
+        out = {key: value for key, value in asdict(self).items()
+               if key not in ("timeline", "timeline_ts", "captures")}
+        out["captures"] = [asdict(stats) for stats in self.captures]
+        out["histogram"] = {state: n for state, n in self.histogram.items() if n}
+        return out
+
+
+class _FlowSink:
+    """Counts flow rows by conn_state and writes them, if asked, as they come."""
+
+    def __init__(self, path: Optional[str], analysis: Analysis, states: Sequence[str]):
+        self.path = path
+        self.analysis = analysis
+        self.states = states
+        self.parts: list[np.ndarray] = []
+        self.csv = open(path, "w", newline="") if path and path.endswith(".csv") else None
+        if self.csv is not None:
+            to_csv([], self.csv, states)
+
+    def add(self, flows: np.ndarray) -> None:
+        if not len(flows):
+            return
+        self.analysis.flows += len(flows)
+        counts = np.bincount(flows["conn_state"], minlength=len(CONN_STATES))
+        for name, count in zip(CONN_STATES, counts.tolist()):
+            self.analysis.conn_states[name] += count
+        if self.csv is not None:
+            to_csv(flows, self.csv, self.states, header=False)
+        elif self.path:
+            self.parts.append(flows)
+
+    def close(self) -> None:
+        if self.csv is not None:
+            self.csv.close()
+        elif self.path:
+            to_parquet(self.parts, self.path, self.states)
+
+
+def analyze(paths: Sequence[str], model: str = "rfc793", flows_path: Optional[str] = None,
+            plot: bool = False, strict: bool = True,
+            progress: Optional[Callable[[int], None]] = None) -> Analysis:
+    """Tracks the TCP connections of captures, read in the order given (one capture may
+    continue another's connections), and makes a flow record for every connection.
+
+    Parameters
+    ----------
+    paths : sequence of str
+        pcap / pcapng files, optionally gzip-compressed.
+    model : str
+        The state model, "rfc793" or "conntrack".
+    flows_path : str, optional
+        Write flow records there: CSV (``.csv``), or Parquet (``.parquet``, with pandas and
+        pyarrow installed).
+    plot : bool
+        Sample the state histogram every few thousand segments into ``timeline``.
+    strict : bool
+        As in `open_capture`: a damaged capture raises, or (False) ends that capture early.
+    progress : callable, optional
+        Called with the bytes read since the previous call.
+
+    Raises
+    ------
+    CaptureError, OSError
+        For a file that is not a readable capture.
+    ValueError
+        For a flows_path with another ending than FLOW_FORMATS.
+    """
+    if flows_path and not flows_path.endswith(FLOW_FORMATS):
+        raise ValueError(f"flow records are written as {' or '.join(FLOW_FORMATS)}, "
+                         f"not {os.path.basename(flows_path)!r}")
+    started = time.perf_counter()
+    # room for a quarter of a million connections before the first resize: 20 MB
+    tracker = Tracker(model, capacity=1 << 18, max_capacity=1 << 28, flows=True)
+    analysis = Analysis(model=tracker.model.name, captures=[])
+    sink = _FlowSink(flows_path, analysis, tracker.model.states)
+    try:
+        for path in paths:
+            with open_capture(path, strict=strict) as capture:
+                analysis.captures.append(capture.stats)
+                read = 0
+                for batch in capture:
+                    for segments in (batch.ipv4, batch.ipv6):
+                        _track(tracker, segments, analysis if plot else None)
+                    for family in (4, 6):
+                        sink.add(tracker.pop_flows(family))
+                    if progress is not None:
+                        progress(capture.stats.bytes_read - read)
+                        read = capture.stats.bytes_read
+        for family in (4, 6):
+            sink.add(tracker.pop_flows(family))
+            sink.add(tracker.live_flows(family))
+    finally:
+        sink.close()
+    for stats in analysis.captures:
+        analysis.packets += stats.packets
+        analysis.segments += stats.segments
+        for reason, count in stats.skipped.items():
+            analysis.skipped[reason] += count
+    analysis.connections = len(tracker)
+    analysis.histogram = tracker.histogram()
+    analysis.seconds = time.perf_counter() - started
+    return analysis
+
+
+def _track(tracker: Tracker, segments: np.ndarray, timeline: Optional[Analysis]) -> None:
+    if timeline is None:
+        tracker.update(segments)
+        return
+    for at in range(0, len(segments), _PLOT_STEP):
+        piece = segments[at:at + _PLOT_STEP]
+        tracker.update(piece)
+        timeline.timeline_ts.append(int(piece["ts"][-1]))
+        timeline.timeline.append(np.array(list(tracker.histogram().values())))
+
+
+def plot_timeline(analysis: Analysis, states: Sequence[str], path: str, top: int = 8) -> None:
+    """Draws the live connections of the `top` busiest states over capture time into `path`
+    (needs matplotlib: ``pip install 'fasttcp[plot]'``)."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ImportError("--plot needs matplotlib: pip install 'fasttcp[plot]'") from None
+    figure, axes = plt.subplots(figsize=(9, 4.5))
+    if analysis.timeline:
+        counts = np.array(analysis.timeline)
+        order = np.argsort(counts.max(axis=0))[::-1][:top]
+        t0 = analysis.timeline_ts[0]
+        seconds = (np.array(analysis.timeline_ts) - t0) / 1e9
+        for column in order:
+            if counts[:, column].max() > 0:
+                axes.step(seconds, counts[:, column], where="post", label=states[column])
+        axes.legend(fontsize="small", loc="upper left")
+    axes.set_xlabel("capture time (s)")
+    axes.set_ylabel("live connections")
+    axes.set_title(f"connections per {analysis.model} state")
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+
