@@ -136,7 +136,7 @@ def open_capture(path: PathLike, *, strict: bool = True,
     >>> open_capture(__file__)
     Traceback (most recent call last):
     ...
-    fasttcp.capture.CaptureError: ...capture.py: not a pcap or pcapng file (it starts with 22 22 22 4e)
+    fasttcp.capture.CaptureError: ...capture.py: not a pcap or pcapng file (it starts with 22 22 22 53)
     """
     if chunk_size < 4096:
         raise ValueError(f"chunk_size must be at least 4096 bytes, not {chunk_size}")

@@ -5,7 +5,8 @@ import importlib
 import pytest
 
 MODULES = ["fasttcp", "fasttcp.models", "fasttcp.tracker", "fasttcp.reference",
-           "fasttcp.workloads", "fasttcp.bench", "fasttcp.flows", "fasttcp.synth"]
+           "fasttcp.workloads", "fasttcp.bench", "fasttcp.flows", "fasttcp.synth",
+           "fasttcp.capture", "fasttcp.analyze", "fasttcp.sample"]
 
 
 @pytest.mark.parametrize("name", MODULES)
