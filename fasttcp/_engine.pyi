@@ -25,6 +25,19 @@ MAX_LOAD: float
 MAX_FILL: float
 CONN4_DTYPE: np.dtype[np.void]
 CONN6_DTYPE: np.dtype[np.void]
+FLOW_STATE_DTYPE: np.dtype[np.void]
+ZEEK_STATES: tuple[str, ...]
+HISTORY_LETTERS: str
+CONN_STATE_NAMES: tuple[str, ...]
+
+def zeek_columns(
+    flow_states: npt.NDArray[np.uint8],  # const uint8_t[::1], FLOW_STATE_DTYPE rows as bytes
+    status: npt.NDArray[np.uint8],  # const uint8_t[::1]
+    orig_bytes: npt.NDArray[np.uint64],  # const uint64_t[::1]
+    resp_bytes: npt.NDArray[np.uint64],  # const uint64_t[::1]
+    out_history: npt.NDArray[np.uint8],  # uint8_t[:, ::1], 15 or more bytes per row
+    out_conn_state: npt.NDArray[np.uint8],  # uint8_t[::1]
+) -> None: ...
 
 def index_slots_for(capacity: int) -> int: ...
 
@@ -43,6 +56,8 @@ class FlowTable:
         keys: tuple[int, int, int, int],
         shard: int = ...,
         n_shards: int = ...,
+        flows: bool = ...,
+        ended_capacity: int = ...,
     ) -> None: ...
     def resize(self, capacity: int) -> None: ...
     def compact_index(self) -> None: ...
@@ -94,6 +109,11 @@ class FlowTable:
     def probe_lengths(self) -> npt.NDArray[np.int64]: ...
     @property
     def records(self) -> npt.NDArray[np.void]: ...
+    @property
+    def flows(self) -> npt.NDArray[np.void]: ...
+    @property
+    def ended_full(self) -> bool: ...
+    def take_ended(self) -> tuple[npt.NDArray[np.void], npt.NDArray[np.void]]: ...
     @property
     def histogram(self) -> npt.NDArray[np.int64]: ...
     @property

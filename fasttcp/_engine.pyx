@@ -1347,9 +1347,9 @@ cdef class FlowTable:
 
     @property
     def flows(self):
-        """Read-only view (FLOW_STATE_DTYPE) beside `records`, or None without flows."""
+        """Read-only view (FLOW_STATE_DTYPE) beside `records`; empty without flows."""
         if self._flows is None:
-            return None
+            return np.zeros(0, dtype=FLOW_STATE_DTYPE)
         view = self._flows[: self.t.used]
         view.flags.writeable = False
         return view

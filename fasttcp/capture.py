@@ -229,7 +229,7 @@ class Capture:
         if self._file is None:
             raise ValueError(f"{self.path}: I/O on a closed capture")
         try:
-            got = self._file.readinto(memoryview(self._buf)[keep:])  # type: ignore[attr-defined]
+            got = self._file.readinto(self._buf.data[keep:])  # type: ignore[attr-defined]
         except (OSError, EOFError) as error:
             raise CaptureError(f"{self.path}: unreadable data after byte offset "
                                f"{self._base + keep} ({error})", self._base + keep) from None

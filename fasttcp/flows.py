@@ -167,17 +167,17 @@ def to_csv(flows: FlowArrays, target: Union[str, IO[str]], states: Sequence[str]
             _check_codes(array, states)
             for at in range(0, len(array), _CSV_ROWS_PER_STEP):
                 part = array[at:at + _CSV_ROWS_PER_STEP]
-                columns = [np.ascontiguousarray(part[name]) for name in (
-                    "ts", "last_ts", "orig_h", "resp_h", "orig_p", "resp_p", "orig_bytes",
-                    "resp_bytes", "conn_state")]
-                history = np.ascontiguousarray(part["history"]).view(np.uint8).reshape(
-                    len(part), -1)
-                more = [np.ascontiguousarray(part[name]).view(np.uint8) for name in (
-                    "state", "flipped", "picked_up", "illegal", "ended")]
-                size = _flowcsv.format_rows(*columns, history,
-                                            np.ascontiguousarray(part["orig_pkts"]),
-                                            np.ascontiguousarray(part["resp_pkts"]), *more,
-                                            table, lengths, *bases, buffer)
+                column = {name: np.ascontiguousarray(part[name]) for name in CSV_COLUMNS
+                          if name != "duration"}
+                column["last_ts"] = np.ascontiguousarray(part["last_ts"])
+                size = _flowcsv.format_rows(
+                    column["ts"], column["last_ts"], column["orig_h"], column["resp_h"],
+                    column["orig_p"], column["resp_p"], column["orig_bytes"],
+                    column["resp_bytes"], column["conn_state"],
+                    column["history"].view(np.uint8).reshape(len(part), -1),
+                    column["orig_pkts"], column["resp_pkts"], column["state"],
+                    column["flipped"].view(np.uint8), column["picked_up"].view(np.uint8),
+                    column["illegal"], column["ended"], table, lengths, *bases, buffer)
                 stream.write(buffer[:size].tobytes().decode("ascii"))
                 rows += len(part)
     finally:
@@ -206,7 +206,7 @@ def to_pandas(flows: FlowArrays, states: Sequence[str]) -> Any:
     for array in _arrays(flows):
         _check_codes(array, states)
         data: dict[str, Any] = {name: array[name] for name in CSV_COLUMNS
-                                if name in array.dtype.names}
+                                if name in (array.dtype.names or ())}
         data["orig_h"] = _address_text(array["orig_h"])
         data["resp_h"] = _address_text(array["resp_h"])
         data["ts"] = pd.to_datetime(array["ts"], unit="ns", utc=True)

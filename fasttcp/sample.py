@@ -16,6 +16,7 @@ True
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from fasttcp.synth import generate, write_pcap
 
@@ -25,7 +26,7 @@ __all__ = ["SAMPLE_CAPTURE", "SAMPLE_ARGUMENTS", "regenerate"]
 SAMPLE_CAPTURE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data",
                               "sample.pcap.gz")
 #: The `fasttcp.synth.generate` arguments it was made with.
-SAMPLE_ARGUMENTS = {"connections": 250, "seed": 2026, "rate": 100.0}
+SAMPLE_ARGUMENTS: dict[str, Any] = {"connections": 250, "seed": 2026, "rate": 100.0}
 
 
 def regenerate(path: str) -> int:

@@ -516,12 +516,13 @@ def _batches(connections: int, seed: int, weights: np.ndarray, start: int, rate:
     carried = np.empty(0, dtype=SEGMENT_DTYPE)
     ready: list[np.ndarray] = []
     pending = 0
-    upcoming = arrivals(0, start) if connections else None
+    none_left = np.empty(0, dtype=np.int64)
+    upcoming = arrivals(0, start) if connections else none_left
     for first in range(0, connections, CHUNK_CONNECTIONS):
         when = upcoming
         following = first + len(when)
         # the next chunk's arrivals are drawn first: its first one bounds what is final here
-        upcoming = arrivals(following, int(when[-1])) if following < connections else None
+        upcoming = arrivals(following, int(when[-1])) if following < connections else none_left
         kind = rng.choice(len(KINDS), len(when), p=weights)
         parts = [carried]
         for code, name in enumerate(KINDS):
@@ -531,14 +532,14 @@ def _batches(connections: int, seed: int, weights: np.ndarray, start: int, rate:
         events = _concatenate(parts)
         order = np.argsort(events["ts"], kind="stable")
         events = events.view(_OPAQUE_SEGMENT)[order].view(SEGMENT_DTYPE)
-        cut = len(events) if upcoming is None else np.searchsorted(events["ts"], upcoming[0],
+        cut = len(events) if not len(upcoming) else np.searchsorted(events["ts"], upcoming[0],
                                                                    side="right")
         ready.append(events[:cut])
         carried = events[cut:]
         pending += cut
-        if pending >= batch_size or upcoming is None:
+        if pending >= batch_size or not len(upcoming):
             out = _concatenate(ready)
-            full = len(out) if upcoming is None else len(out) - len(out) % batch_size
+            full = len(out) if not len(upcoming) else len(out) - len(out) % batch_size
             for i in range(0, full, batch_size):
                 yield out[i:i + batch_size]
             ready, pending = [out[full:]], len(out) - full
@@ -672,7 +673,7 @@ def write_pcap(path: Union[str, os.PathLike], batches: Iterable[np.ndarray],
             if getattr(batch, "dtype", None) != SEGMENT_DTYPE or batch.ndim != 1:
                 raise ValueError(f"batches must be 1-d arrays of fasttcp.SEGMENT_DTYPE, got "
                                  f"{getattr(batch, 'dtype', type(batch).__name__)}")
-            fh.write(_records(batch, written, nanosecond))
+            fh.write(_records(batch, written, nanosecond).data)
             written += len(batch)
     return written
 

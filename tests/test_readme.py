@@ -13,13 +13,28 @@ with open(README, encoding="utf-8") as f:
 
 
 @pytest.mark.parametrize("code", BLOCKS, ids=[f"block{i}" for i in range(len(BLOCKS))])
-def test_readme_example(code):
+def test_readme_example(code, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)     # examples may write files
     exec(compile(code, README, "exec"), {})
+
+
+def test_printed_results_are_as_shown(tmp_path, monkeypatch, capsys):
+    """A block's `# ...` lines right after a print() are what it prints."""
+    monkeypatch.chdir(tmp_path)
+    for code in BLOCKS:
+        shown = re.findall(r"^print\(.*\)\n((?:# .*\n)+)", code, flags=re.M)
+        if not shown:
+            continue
+        exec(compile(code, README, "exec"), {})
+        printed = capsys.readouterr().out
+        for lines in shown:
+            for line in lines.splitlines():
+                assert line[2:] in printed
 
 
 def test_quick_start_results_are_as_shown():
     namespace = {}
-    exec(compile(BLOCKS[0], README, "exec"), namespace)
+    exec(compile(next(b for b in BLOCKS if "res = t.update(" in b), README, "exec"), namespace)
     t, res = namespace["t"], namespace["res"]
     assert (res.new, res.valid, res.invalid, res.ignored) == (1, 3, 0, 0)
     assert [t.model.states[s] for s in res.state] == [
@@ -33,7 +48,7 @@ def test_quick_start_results_are_as_shown():
 
 def test_synflood_model_counts_half_open_connections():
     namespace = {}
-    exec(compile(BLOCKS[1], README, "exec"), namespace)
+    exec(compile(next(b for b in BLOCKS if "HALF_OPEN" in b), README, "exec"), namespace)
     t = namespace["t"]
     n = 100  # spoofed SYNs, then one full handshake
     src = addresses([f"198.51.100.{i}" for i in range(n)])

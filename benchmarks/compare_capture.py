@@ -1,0 +1,181 @@
+"""fasttcp on the capture path beside whichever peers are installed, on the same capture.
+
+    python benchmarks/compare_capture.py                   # ~2M packets, 160k connections
+    python benchmarks/compare_capture.py --connections 20000 --repeats 3 --json
+
+Makes a capture with ``fasttcp generate`` (kept in --workdir between runs), then times, round by
+round so that changes in the host's speed reach all contestants alike:
+
+* fasttcp reading the capture (the compiled reader alone, in this process);
+* ``fasttcp analyze CAPTURE --flows out.csv`` in this process, and as a whole process (the
+  interpreter's start and imports included), the way a user runs it;
+* a dpkt-based Python tracker (dpkt decodes, a dict keeps per-connection counters and the OR
+  of flags, a CSV of flows at the end): what a Python user writes without fasttcp;
+* NFStream (statistical analysis and dissection off), writing its flows to CSV;
+* scapy (``rdpcap``-free streaming with PcapReader) on a prefix of the capture, its rate scaled;
+* Suricata (no rules, one thread) and tcptrace when they are on PATH.
+
+Every peer runs as a whole process; its packets per second and fasttcp's ratio to it are
+printed from the median of the rounds.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import fasttcp
+from fasttcp.analyze import analyze
+
+DPKT_TRACKER = r"""
+import csv, socket, sys
+import dpkt
+flows = {}
+with open(sys.argv[1], "rb") as f:
+    for ts, buf in dpkt.pcap.Reader(f):
+        ip = dpkt.ethernet.Ethernet(buf).data
+        if not isinstance(ip, dpkt.ip.IP) or not isinstance(ip.data, dpkt.tcp.TCP):
+            continue
+        tcp = ip.data
+        a, b = (ip.src, tcp.sport), (ip.dst, tcp.dport)
+        key = (a, b) if a <= b else (b, a)
+        flow = flows.get(key)
+        if flow is None:
+            flow = flows[key] = [ts, ts, 0, 0, 0, 0, 0, 0, a]
+        d = 0 if a == flow[8] else 1
+        flow[1] = ts
+        flow[2 + d] += 1
+        flow[4 + d] += ip.len - 4 * ip.hl - 4 * tcp.off
+        flow[6 + d] |= tcp.flags
+with open(sys.argv[2], "w", newline="") as out:
+    w = csv.writer(out)
+    for (a, b), f in flows.items():
+        w.writerow([f[0], socket.inet_ntoa(a[0]), a[1], socket.inet_ntoa(b[0]), b[1], *f[1:8]])
+"""
+
+NFSTREAM = r"""
+import sys
+from nfstream import NFStreamer
+NFStreamer(source=sys.argv[1], statistical_analysis=False, n_dissections=0).to_csv(sys.argv[2])
+"""
+
+SCAPY = r"""
+import sys
+from scapy.all import IP, TCP, PcapReader
+flows = {}
+n = 0
+for pkt in PcapReader(sys.argv[1]):
+    n += 1
+    if n > int(sys.argv[3]):
+        break
+    if IP in pkt and TCP in pkt:
+        ip, tcp = pkt[IP], pkt[TCP]
+        a, b = (ip.src, tcp.sport), (ip.dst, tcp.dport)
+        key = (a, b) if a <= b else (b, a)
+        flows[key] = flows.get(key, 0) + 1
+"""
+
+
+def run(argv: list[str]) -> float:
+    start = time.perf_counter()
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def contestants(capture: str, workdir: str, scapy_packets: int) -> dict:
+    """name -> (callable returning seconds, packets it handles)."""
+    python = sys.executable
+    flows = os.path.join(workdir, "flows.csv")
+
+    def read_only() -> float:
+        start = time.perf_counter()
+        with fasttcp.open_capture(capture) as cap:
+            for _ in cap:
+                pass
+        return time.perf_counter() - start
+
+    def in_process() -> float:
+        start = time.perf_counter()
+        analyze([capture], flows_path=flows)
+        return time.perf_counter() - start
+
+    out: dict = {
+        "fasttcp read (in process)": (read_only, None),
+        "fasttcp analyze --flows (in process)": (in_process, None),
+        "fasttcp analyze --flows (process)": (
+            lambda: run([python, "-m", "fasttcp", "analyze", capture, "--flows", flows]), None),
+    }
+    if importlib.util.find_spec("dpkt"):
+        out["dpkt + dict tracker (process)"] = (
+            lambda: run([python, "-c", DPKT_TRACKER, capture, flows]), None)
+    if importlib.util.find_spec("nfstream"):
+        out["NFStream 6, no dissection (process)"] = (
+            lambda: run([python, "-c", NFSTREAM, capture, flows]), None)
+    if importlib.util.find_spec("scapy"):
+        out[f"scapy, first {scapy_packets:,} packets (process)"] = (
+            lambda: run([python, "-c", SCAPY, capture, flows, str(scapy_packets)]),
+            scapy_packets)
+    if shutil.which("suricata"):
+        log = os.path.join(workdir, "suricata")
+        os.makedirs(log, exist_ok=True)
+        out["Suricata, no rules, 1 thread (process)"] = (
+            lambda: run(["suricata", "-r", capture, "-l", log, "-k", "none", "-S", "/dev/null",
+                         "--runmode", "single"]), None)
+    if shutil.which("tcptrace"):
+        out["tcptrace (process)"] = (lambda: run(["tcptrace", "-n", capture]), None)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--connections", type=int, default=160_000,
+                        help="scenario instances in the generated capture (160k: ~2M packets)")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--scapy-packets", type=int, default=100_000)
+    parser.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(),
+                                                          "fasttcp-bench"))
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+
+    os.makedirs(args.workdir, exist_ok=True)
+    capture = os.path.join(args.workdir, f"synth-{args.connections}-{args.seed}.pcap")
+    if not os.path.exists(capture):
+        subprocess.run([sys.executable, "-m", "fasttcp", "generate", capture, "--connections",
+                        str(args.connections), "--seed", str(args.seed)], check=True,
+                       stdout=subprocess.DEVNULL)
+    with fasttcp.open_capture(capture) as cap:
+        for _ in cap:
+            pass    # also warms the page cache for everyone
+    packets = cap.stats.packets
+    runs = contestants(capture, args.workdir, args.scapy_packets)
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(args.repeats):
+        for name, (fn, _) in runs.items():
+            times[name].append(fn())
+    rates = {name: (count or packets) / statistics.median(times[name])
+             for name, (_, count) in runs.items()}
+    result = {"capture": capture, "packets": packets, "bytes": os.path.getsize(capture),
+              "repeats": args.repeats, "packets_per_s": rates}
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    ours = rates["fasttcp analyze --flows (process)"]
+    print(f"{os.path.basename(capture)}: {packets:,} packets, {result['bytes'] / 1e6:.0f} MB, "
+          f"median of {args.repeats} rounds")
+    print(f"{'':44}{'packets/s':>14}  fasttcp analyze (process) is")
+    for name, rate in rates.items():
+        ratio = "" if name.startswith("fasttcp") else f"{ours / rate:,.1f}x faster"
+        print(f"{name:44}{rate:>14,.0f}  {ratio}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
