@@ -216,6 +216,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(json.dumps(result) if args.json else report(result))
     except UsageError as error:
         parser.error(str(error))   # exits with status 2
+    except BrokenPipeError:
+        # the reader went away (`fasttcp analyze | head`): stop quietly, as Unix tools do;
+        # stdout goes to /dev/null so the interpreter's final flush does not complain
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except (CaptureError, OSError, ImportError) as error:
         print(f"fasttcp: {error}", file=sys.stderr)
         return 1

@@ -204,3 +204,10 @@ def test_missing_optional_packages_are_named(tmp_path, monkeypatch, capsys, opti
     assert main(["analyze", option, out]) == 1
     err = capsys.readouterr().err
     assert f"needs {module}: pip install 'fasttcp[" in err and not os.path.exists(out)
+
+
+def test_a_closed_pipe_ends_quietly():
+    proc = subprocess.run(f"{sys.executable} -m fasttcp analyze --json | head -c 0",
+                          shell=True, capture_output=True, text=True, cwd=os.path.dirname(ROOT),
+                          timeout=120)
+    assert proc.stdout == "" and proc.stderr == ""
