@@ -81,6 +81,24 @@ cdef struct counts_t:
     int64_t ignored         # segments the model ignores (state unchanged)
     int64_t untracked       # invalid/ignored segments that matched no connection (none created)
     int64_t closed          # connections ended by the model (close or reopen)
+    int64_t expired         # connections idle past their state's timeout
+    int64_t evicted         # connections dropped to make room for a new one
+    int64_t refused         # new connections not tracked: full, and nothing could be evicted
+
+
+# Expiry: a timer wheel of one-second ticks. Each live connection is listed in the slot of its
+# scheduled tick (`due`); the wheel looks at a connection only then, and either expires it or
+# lists it again at its real deadline, which activity since may have moved (lazily: a segment
+# costs the wheel nothing unless it shortens the deadline).
+cdef struct bucket_t:
+    uint32_t* rids              # records listed in this slot (some stale: checked on visit)
+    uint32_t len
+    uint32_t cap
+
+cdef struct wheel_t:
+    bucket_t* slots             # WHEEL_SLOTS of them
+    int64_t tick                # the first tick not yet wholly processed
+    bint started                # tick is set (by the first connection scheduled)
 
 
 # The hash index and bookkeeping of one address family's table.
@@ -112,9 +130,20 @@ cdef struct table_t:
     const uint8_t* illegal      # [class] -> 1 if segments of the class are counted as illegal
     intp_t n_states
     intp_t n_classes
+    # expiry (due == NULL: connections never expire)
+    uint32_t* due               # per record: the tick its expiry check is scheduled at
+    const int64_t* timeout      # per state: idle time (ns) after which a connection expires
+    wheel_t wheel
+    # eviction (evict_ring == NULL: a full table refuses to grow past its bound)
+    uint64_t* evict_ring        # new connections, oldest first: record | first_ts low bits << 32
+    intp_t evict_head           # next entry to look at (monotonic; the ring wraps)
+    intp_t evict_tail
+    intp_t evict_capacity       # a power of two
+    bint evicting               # the table is at its bound: a full table evicts
     # flows (NULL when the tracker keeps none)
     flow_t* flows               # one per record
     void* ended                 # records of connections the model ended, awaiting collection
     flow_t* ended_flows         # their flows
+    uint8_t* ended_reason       # why each ended (END_*)
     intp_t n_ended
-    intp_t ended_capacity       # -1 without flows: the "buffer full" test never fires
+    intp_t ended_capacity       # huge without flows: the "buffer full" test never fires

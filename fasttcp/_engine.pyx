@@ -21,6 +21,7 @@ import math
 import numpy as np
 
 cimport numpy as cnp
+from libc.stdlib cimport calloc, free, realloc
 from libc.string cimport memcpy, memset
 
 from fasttcp._typedefs cimport int64_t, intp_t, uint8_t, uint16_t, uint32_t, uint64_t
@@ -102,6 +103,20 @@ cdef enum:
     RC_DONE = 0
     RC_NEED_SPACE = 1    # stopped before an event that needs a record or slot: grow, then resume
     RC_ENDED_FULL = 2    # stopped because the ended-connection buffer is full: collect, resume
+    RC_NO_MEMORY = 3     # the wheel could not grow a slot (the event was applied)
+
+    WHEEL_SLOTS = 4096   # one revolution: 68 minutes of one-second ticks
+    WHEEL_MASK = WHEEL_SLOTS - 1
+    TICK_NS = 1_000_000_000
+
+# Why a connection left the table, as flow rows record it (fasttcp.flows.ENDED, after "live").
+END_CLOSED = 1
+END_EXPIRED = 2
+END_EVICTED = 3
+cdef enum:
+    E_CLOSED = 1
+    E_EXPIRED = 2
+    E_EVICTED = 3
 
 # Zeek's TCP endpoint states (zeek/zeek TCP_Endpoint.h), as conn_state reads them.
 ZEEK_STATES = ("INACTIVE", "SYN_SENT", "SYN_ACK_SENT", "PARTIAL", "ESTABLISHED", "CLOSED",
@@ -547,14 +562,103 @@ def zeek_columns(const uint8_t[::1] flow_states, const uint8_t[::1] status,
             out_conn_state[i] = conn_state(&f[i], orig_bytes[i], resp_bytes[i])
 
 
-cdef inline void end_connection(table_t* t, const conn_t* c, intp_t rid) noexcept nogil:
-    """Copies a connection the model is ending into the ended buffer (kept flows only; the
-    kernel stops before an event when the buffer has no room)."""
+cdef inline void end_connection(table_t* t, const conn_t* c, intp_t rid,
+                                uint8_t reason) noexcept nogil:
+    """Copies a connection that is ending into the ended buffer (kept flows only; the kernel
+    stops before an event when the buffer has no room)."""
     if t.flows == NULL:
         return
     (<conn_t*>t.ended)[t.n_ended] = c[0]
     t.ended_flows[t.n_ended] = t.flows[rid]
+    t.ended_reason[t.n_ended] = reason
     t.n_ended += 1
+
+
+cdef inline int push(bucket_t* b, uint32_t rid) noexcept nogil:
+    cdef uint32_t cap
+    cdef uint32_t* grown
+    if b.len == b.cap:
+        cap = 16 if b.cap == 0 else 2 * b.cap
+        grown = <uint32_t*>realloc(b.rids, cap * sizeof(uint32_t))
+        if grown == NULL:
+            return -1
+        b.rids, b.cap = grown, cap
+    b.rids[b.len] = rid
+    b.len += 1
+    return 0
+
+
+cdef inline int64_t clamp_tick(const wheel_t* w, int64_t tick) noexcept nogil:
+    # within one revolution from the wheel's position: a later deadline is checked once a
+    # revolution until it comes
+    if tick < w.tick:
+        return w.tick
+    if tick > w.tick + WHEEL_MASK:
+        return w.tick + WHEEL_MASK
+    return tick
+
+
+cdef inline int schedule(table_t* t, intp_t rid, int64_t now, int64_t deadline) noexcept nogil:
+    """Lists record rid in the wheel at its deadline (ns); `now` starts an unstarted wheel."""
+    cdef int64_t tick
+    if not t.wheel.started:
+        t.wheel.tick = now // TICK_NS
+        t.wheel.started = True
+    tick = clamp_tick(&t.wheel, deadline // TICK_NS)
+    t.due[rid] = <uint32_t>tick
+    return push(&t.wheel.slots[tick & WHEEL_MASK], <uint32_t>rid)
+
+
+cdef inline int schedule_if_sooner(table_t* t, intp_t rid, int64_t now,
+                                   int64_t deadline) noexcept nogil:
+    """After a state change: a shorter timeout moves the check earlier; a longer one waits for
+    the scheduled check to find it."""
+    if clamp_tick(&t.wheel, deadline // TICK_NS) < <int64_t>t.due[rid]:
+        return schedule(t, rid, now, deadline)
+    return 0
+
+
+cdef inline uint64_t slot_of(const table_t* t, const conn_t* recs, intp_t rid) noexcept nogil:
+    """The index slot holding record rid (a live record)."""
+    cdef uint64_t p = fastrange(record_hash(t, &recs[rid]), t.nslots)
+    cdef uint32_t want = <uint32_t>(rid + SLOT_ID_BIAS)
+    while (t.index[p] & t.id_mask) != want or t.index[p] < SLOT_ID_BIAS:
+        p += 1
+        if p == t.nslots:
+            p = 0
+    return p
+
+
+cdef inline bint evictable(const conn_t* c, uint64_t entry) noexcept nogil:
+    # still the connection listed (same first timestamp), and never answered
+    return ((c.status & S_ALIVE) and not (c.status & S_REPLIED)
+            and (<uint32_t>(entry >> 32)) == <uint32_t>(<uint64_t>c.first_ts))
+
+
+cdef inline intp_t evict_one(table_t* t, conn_t* recs) noexcept nogil:
+    """Removes the oldest listed connection that never got an answer (conntrack's early drop:
+    a half-open connection goes before any established one); returns it, or -1."""
+    cdef uint64_t entry
+    cdef intp_t rid
+    while t.evict_head < t.evict_tail:
+        entry = t.evict_ring[t.evict_head & (t.evict_capacity - 1)]
+        t.evict_head += 1
+        rid = <intp_t>(entry & 0xffffffffu)
+        if rid < t.used and evictable(&recs[rid], entry):
+            end_connection(t, &recs[rid], rid, E_EVICTED)
+            remove_connection(t, recs, rid, slot_of(t, recs, rid))
+            return rid
+    return -1
+
+
+cdef inline void list_for_eviction(table_t* t, const conn_t* c, intp_t rid) noexcept nogil:
+    if t.evict_ring == NULL:
+        return
+    t.evict_ring[t.evict_tail & (t.evict_capacity - 1)] = \
+        (<uint64_t>rid) | ((<uint64_t>c.first_ts) << 32)
+    t.evict_tail += 1
+    if t.evict_tail - t.evict_head > t.evict_capacity:
+        t.evict_head = t.evict_tail - t.evict_capacity   # the oldest entry is overwritten
 
 
 cdef inline void start_flow(table_t* t, intp_t rid, int d, const events_t* ev,
@@ -735,7 +839,7 @@ cdef int apply_batch(table_t* t, conn_t* recs, const events_t* events, const wal
     pipeline_start(&ring, ix, t, recs, ev, walk, start, n)
     for k in range(start, n):
         pipeline_advance(&ring, ix, t, recs, ev, walk, k, n)
-        if t.n_ended == t.ended_capacity:
+        if t.n_ended + 2 > t.ended_capacity:   # an event may end two connections
             rc = RC_ENDED_FULL
             break
         i = event_at(walk, ev, k)
@@ -745,6 +849,16 @@ cdef int apply_batch(table_t* t, conn_t* recs, const events_t* events, const wal
         c_n.events += 1
         class_counts[cls] += 1
         rid = find(ix, recs, ev, i, h, &pos, &first_tomb, &d)
+        if rid >= 0 and t.due != NULL and ev.ts[i] - recs[rid].last_ts >= t.timeout[recs[rid].state]:
+            # idle for its whole timeout (conntrack and Zeek expire at the deadline itself):
+            # that connection is over, and this segment meets the key as if for the first
+            # time (its slot is where the key goes back)
+            end_connection(t, &recs[rid], rid, E_EXPIRED)
+            remove_connection(t, recs, rid, pos)
+            c_n.expired += 1
+            if first_tomb < 0:
+                first_tomb = <int64_t>pos
+            rid = -1
         if rid >= 0:
             c = &recs[rid]
             if illegal[cls]:
@@ -771,9 +885,13 @@ cdef int apply_batch(table_t* t, conn_t* recs, const events_t* events, const wal
                 hist[old] -= 1
                 hist[nxt] += 1
                 c_n.closed += 1
-                end_connection(t, c, rid)
+                end_connection(t, c, rid, E_CLOSED)
                 start_connection(c, nxt, act, illegal[cls], ev, i)
                 start_flow(t, rid, act == A_FLIP, ev, i)
+                list_for_eviction(t, c, rid)
+                if t.due != NULL and schedule_if_sooner(t, rid, ev.ts[i],
+                                                        ev.ts[i] + t.timeout[nxt]) < 0:
+                    rc = RC_NO_MEMORY
                 verdict = V_NEW
                 c_n.new += 1
             else:
@@ -783,10 +901,13 @@ cdef int apply_batch(table_t* t, conn_t* recs, const events_t* events, const wal
                     hist[old] -= 1
                     hist[nxt] += 1
                     c.state = nxt
+                    if t.due != NULL and schedule_if_sooner(t, rid, ev.ts[i],
+                                                            c.last_ts + t.timeout[nxt]) < 0:
+                        rc = RC_NO_MEMORY
                 verdict = V_VALID
                 c_n.valid += 1
                 if act == A_CLOSE_UNREPLIED and not (c.status & S_REPLIED):
-                    end_connection(t, c, rid)
+                    end_connection(t, c, rid, E_CLOSED)
                     remove_connection(t, recs, rid, pos)
                     c_n.closed += 1
                 elif d:
@@ -805,6 +926,19 @@ cdef int apply_batch(table_t* t, conn_t* recs, const events_t* events, const wal
                 c_n.untracked += 1
                 state_out = 0
             else:
+                if t.count >= t.capacity and t.evicting:
+                    if evict_one(t, recs) >= 0:
+                        c_n.evicted += 1
+                    else:
+                        # full of answered connections: this one goes untracked, ignored
+                        c_n.refused += 1
+                        c_n.ignored += 1
+                        c_n.untracked += 1
+                        if out_conn != NULL:
+                            out_conn[i] = -1
+                            out_state[i] = 0
+                            out_verdict[i] = V_IGNORED
+                        continue
                 if t.count >= t.capacity or t.count + t.tombstones >= t.max_filled:
                     class_counts[cls] -= 1  # the event is applied again after the resize
                     c_n.events -= 1
@@ -819,13 +953,16 @@ cdef int apply_batch(table_t* t, conn_t* recs, const events_t* events, const wal
                 c = &recs[rid]
                 start_connection(c, nxt, act, illegal[cls], ev, i)
                 start_flow(t, rid, act == A_FLIP, ev, i)
+                list_for_eviction(t, c, rid)
+                if t.due != NULL and schedule(t, rid, ev.ts[i], ev.ts[i] + t.timeout[nxt]) < 0:
+                    rc = RC_NO_MEMORY
                 hist[nxt] += 1
                 t.count += 1
                 verdict = V_NEW
                 c_n.new += 1
                 state_out = nxt
                 if act == A_CLOSE_UNREPLIED:
-                    end_connection(t, c, rid)
+                    end_connection(t, c, rid, E_CLOSED)
                     remove_connection(t, recs, rid, pos)
                     c_n.closed += 1
         if out_conn != NULL:
@@ -833,6 +970,9 @@ cdef int apply_batch(table_t* t, conn_t* recs, const events_t* events, const wal
             out_conn[i] = rid * t.n_shards + t.shard if rid >= 0 else -1
             out_state[i] = state_out
             out_verdict[i] = verdict
+        if rc == RC_NO_MEMORY:
+            k += 1
+            break
     else:
         k = n
     cnt[0] = c_n
@@ -860,6 +1000,67 @@ cdef void lookup_batch(const table_t* t, const conn_t* recs, const events_t* eve
         out_conn[i] = rid * t.n_shards + t.shard if rid >= 0 else -1
         out_state[i] = recs[rid].state if rid >= 0 else 0
         out_direction[i] = <uint8_t>d if rid >= 0 else 0
+
+
+cdef int expire_wheel(table_t* t, conn_t* recs, int64_t now, intp_t* expired) noexcept nogil:
+    """Processes the wheel's ticks up to now's: 0 when done, 1 when the ended buffer filled
+    up (call again after collecting), -1 when a slot could not grow."""
+    cdef wheel_t* w = &t.wheel
+    cdef int64_t now_tick = now // TICK_NS, tick, last, deadline
+    cdef intp_t r, kept, steps, s, rid
+    cdef bucket_t* b
+    cdef conn_t* c
+    cdef uint32_t slot
+    if not w.started or now_tick < w.tick:
+        return 0
+    # a jump of a revolution or more visits every slot once, at the tick each holds
+    steps = min(now_tick - w.tick + 1, <int64_t>WHEEL_SLOTS)
+    for s in range(steps):
+        tick = w.tick + s
+        slot = tick & WHEEL_MASK
+        b = &w.slots[slot]
+        kept = 0
+        r = 0
+        while r < b.len:
+            rid = b.rids[r]
+            r += 1
+            c = &recs[rid]
+            if not (c.status & S_ALIVE) or (t.due[rid] & WHEEL_MASK) != slot:
+                continue                            # gone, or listed in another slot since
+            if <int64_t>t.due[rid] > tick:
+                b.rids[kept] = rid                  # due in a later revolution
+                kept += 1
+                continue
+            deadline = c.last_ts + t.timeout[c.state]
+            if deadline <= now:
+                if t.n_ended + 1 > t.ended_capacity:
+                    # collect first: keep this one and the rest listed, resume at this tick
+                    r -= 1
+                    while r < b.len:
+                        b.rids[kept] = b.rids[r]
+                        kept += 1
+                        r += 1
+                    b.len = kept
+                    w.tick = tick
+                    return 1
+                end_connection(t, c, rid, E_EXPIRED)
+                remove_connection(t, recs, rid, slot_of(t, recs, rid))
+                expired[0] += 1
+                continue
+            # active since it was listed: list it again at its deadline (always > now)
+            last = clamp_tick(w, deadline // TICK_NS)
+            if last < now_tick:
+                last = now_tick
+            t.due[rid] = <uint32_t>last
+            if (last & WHEEL_MASK) == slot:
+                b.rids[kept] = rid
+                kept += 1
+            elif push(&w.slots[last & WHEEL_MASK], <uint32_t>rid) < 0:
+                b.len = kept + (b.len - r)
+                return -1
+        b.len = kept
+    w.tick = now_tick
+    return 0
 
 
 cdef void rebuild_index(table_t* t, const conn_t* recs) noexcept nogil:
@@ -969,7 +1170,8 @@ cdef struct one_event_t:
     uint32_t length
 
 
-_COUNT_NAMES = ("events", "new", "valid", "invalid", "ignored", "untracked", "closed")
+COUNT_NAMES = ("events", "new", "valid", "invalid", "ignored", "untracked", "closed",
+               "expired", "evicted", "refused")
 
 
 def index_slots_for(intp_t capacity):
@@ -993,10 +1195,15 @@ cdef class FlowTable:
     cdef object _flows         # FLOW_STATE_DTYPE per record, or None
     cdef object _ended         # records of ended connections (CONN dtype), or None
     cdef object _ended_flows   # and their FLOW_STATE_DTYPE rows
+    cdef object _ended_reason  # and why each ended (END_*)
+    cdef object _due           # uint32 per record (expiry), or None
+    cdef object _timeout       # int64 ns per state (expiry), or None
+    cdef object _evict_ring    # uint64 ring (eviction), or None
 
     def __cinit__(self, int family, intp_t capacity, class_of, trans, actions, illegal,
                   intp_t n_states, intp_t n_classes, keys, int shard=0, int n_shards=1,
-                  bint flows=False, intp_t ended_capacity=4096):
+                  bint flows=False, intp_t ended_capacity=4096, timeouts=None,
+                  bint evict=False):
         if family not in (4, 6):
             raise ValueError(f"address family must be 4 or 6, not {family!r}")
         if n_shards not in (1, 2, 4) or not 0 <= shard < n_shards:
@@ -1047,18 +1254,44 @@ cdef class FlowTable:
         cdef int64_t[::1] class_counts = self._class_counts
         self.t.class_counts = &class_counts[0]
         self.t.free_head = -1
-        self.t.ended_capacity = -1
+        self.t.ended_capacity = 1 << 62
+        if timeouts is not None:
+            timeouts = np.array(timeouts, dtype=np.int64, copy=True).ravel()
+            if timeouts.shape[0] != n_states or (timeouts < 0).any():
+                raise ValueError(f"timeouts must give every state ({n_states}) a number of "
+                                 f"nanoseconds >= 0")
+            self._timeout = timeouts
+            self.t.timeout = <const int64_t*>cnp.PyArray_DATA(timeouts)
+            self._due = np.zeros(0, dtype=np.uint32)
+            self.t.wheel.slots = <bucket_t*>calloc(WHEEL_SLOTS, sizeof(bucket_t))
+            if self.t.wheel.slots == NULL:
+                raise MemoryError("expiry wheel")
+        if evict:
+            ring = 1 << max(4, (capacity - 1).bit_length())
+            self._evict_ring = np.zeros(ring, dtype=np.uint64)
+            self.t.evict_ring = <uint64_t*>cnp.PyArray_DATA(self._evict_ring)
+            self.t.evict_capacity = ring
         if flows:
-            if ended_capacity < 1:
-                raise ValueError("ended_capacity must be positive")
+            if ended_capacity < 2:
+                raise ValueError("ended_capacity must be at least 2")
             self._ended = np.zeros(ended_capacity,
                                    dtype=CONN4_DTYPE if family == 4 else CONN6_DTYPE)
             self._ended_flows = np.zeros(ended_capacity, dtype=FLOW_STATE_DTYPE)
+            self._ended_reason = np.zeros(ended_capacity, dtype=np.uint8)
             self.t.ended = cnp.PyArray_DATA(self._ended)
             self.t.ended_flows = <flow_t*>cnp.PyArray_DATA(self._ended_flows)
+            self.t.ended_reason = <uint8_t*>cnp.PyArray_DATA(self._ended_reason)
             self.t.ended_capacity = ended_capacity
             self._flows = np.zeros(0, dtype=FLOW_STATE_DTYPE)
         self._allocate(capacity)
+
+    def __dealloc__(self):
+        cdef intp_t i
+        if self.t.wheel.slots != NULL:
+            for i in range(WHEEL_SLOTS):
+                free(self.t.wheel.slots[i].rids)
+            free(self.t.wheel.slots)
+            self.t.wheel.slots = NULL
 
     cdef _allocate(self, intp_t capacity):
         """Sizes records and index for `capacity` (keeping live records) and rebuilds the index."""
@@ -1076,6 +1309,13 @@ cdef class FlowTable:
             flows[: self.t.used] = self._flows[: self.t.used]
             self._flows = flows
             self.t.flows = <flow_t*>cnp.PyArray_DATA(flows)
+        if self._due is not None:
+            due = np.zeros(capacity, dtype=np.uint32)
+            due[: self.t.used] = self._due[: self.t.used]
+            self._due = due
+            self.t.due = <uint32_t*>cnp.PyArray_DATA(due)
+        if self._evict_ring is not None and len(self._evict_ring) < capacity:
+            self._grow_evict_ring(capacity)
         self.t.index = &index_view[0]
         self.t.nslots = nslots
         self.t.capacity = capacity
@@ -1093,6 +1333,48 @@ cdef class FlowTable:
             rebuild_index(&self.t, <conn4_t*>self._records_ptr())
         else:
             rebuild_index(&self.t, <conn6_t*>self._records_ptr())
+
+    cdef _grow_evict_ring(self, intp_t capacity):
+        """A larger ring keeping the listed entries in order."""
+        size = 1 << max(4, (capacity - 1).bit_length())
+        old = self._evict_ring
+        kept = np.array([old[k & (len(old) - 1)]
+                         for k in range(self.t.evict_head, self.t.evict_tail)], dtype=np.uint64)
+        ring = np.zeros(size, dtype=np.uint64)
+        ring[: len(kept)] = kept
+        self._evict_ring = ring
+        self.t.evict_ring = <uint64_t*>cnp.PyArray_DATA(ring)
+        self.t.evict_capacity = size
+        self.t.evict_head, self.t.evict_tail = 0, len(kept)
+
+    def set_evicting(self, bint evicting):
+        """At its bound, a full table with eviction on evicts instead of asking for room."""
+        if evicting and self._evict_ring is None:
+            raise ValueError("this table was made without eviction")
+        self.t.evicting = evicting
+
+    def expire(self, int64_t now):
+        """Ends the connections idle past their state's timeout at `now` (ns).
+
+        Looks only at the wheel slots of the ticks up to now: the connections scheduled there,
+        expired or listed again at their real deadline. Returns (expired, done): done is False
+        when the ended buffer filled up; collect it (take_ended) and call again.
+        """
+        if self._due is None:
+            raise ValueError("this table was made without expiry")
+        cdef intp_t expired = 0
+        cdef bint done = True
+        cdef int rc = 0
+        cdef void* recs = self._records_ptr()
+        with nogil:
+            if self.family == 4:
+                rc = expire_wheel(&self.t, <conn4_t*>recs, now, &expired)
+            else:
+                rc = expire_wheel(&self.t, <conn6_t*>recs, now, &expired)
+        if rc < 0:
+            raise MemoryError("expiry wheel")
+        self.totals.expired += expired
+        return expired, rc == 0
 
     def resize(self, intp_t capacity):
         """Reallocates for `capacity` records (>= the records in use) and rehashes.
@@ -1158,21 +1440,24 @@ cdef class FlowTable:
         if out_conn is not None and n > 0:
             conn_p, state_p, verdict_p = &out_conn[0], &out_state[0], &out_verdict[0]
         n = _set_walk(&ev, n, order, hashes)
+        cdef int rc = RC_DONE
         if start < n:
             with nogil:
                 if self.family == 4 and ev.order == NULL:
-                    apply_batch(&self.t, <conn4_t*>recs, &ev, <walk_all_t*>NULL, start, n,
-                                conn_p, state_p, verdict_p, &cnt, &stop)
+                    rc = apply_batch(&self.t, <conn4_t*>recs, &ev, <walk_all_t*>NULL, start, n,
+                                     conn_p, state_p, verdict_p, &cnt, &stop)
                 elif self.family == 4:
-                    apply_batch(&self.t, <conn4_t*>recs, &ev, <walk_ordered_t*>NULL, start, n,
-                                conn_p, state_p, verdict_p, &cnt, &stop)
+                    rc = apply_batch(&self.t, <conn4_t*>recs, &ev, <walk_ordered_t*>NULL, start,
+                                     n, conn_p, state_p, verdict_p, &cnt, &stop)
                 elif ev.order == NULL:
-                    apply_batch(&self.t, <conn6_t*>recs, &ev, <walk_all_t*>NULL, start, n,
-                                conn_p, state_p, verdict_p, &cnt, &stop)
+                    rc = apply_batch(&self.t, <conn6_t*>recs, &ev, <walk_all_t*>NULL, start, n,
+                                     conn_p, state_p, verdict_p, &cnt, &stop)
                 else:
-                    apply_batch(&self.t, <conn6_t*>recs, &ev, <walk_ordered_t*>NULL, start, n,
-                                conn_p, state_p, verdict_p, &cnt, &stop)
+                    rc = apply_batch(&self.t, <conn6_t*>recs, &ev, <walk_ordered_t*>NULL, start,
+                                     n, conn_p, state_p, verdict_p, &cnt, &stop)
         self._add_totals(&cnt)
+        if rc == RC_NO_MEMORY:
+            raise MemoryError(f"expiry wheel: events before {stop} were applied")
         return stop, self._counts_dict(&cnt)
 
     def partition(self, ts, src, sport, dst, dport, flags, length, intp_t lo, intp_t hi,
@@ -1214,10 +1499,14 @@ cdef class FlowTable:
         self.totals.ignored += cnt.ignored
         self.totals.untracked += cnt.untracked
         self.totals.closed += cnt.closed
+        self.totals.expired += cnt.expired
+        self.totals.evicted += cnt.evicted
+        self.totals.refused += cnt.refused
 
     cdef dict _counts_dict(self, const counts_t* cnt):
-        return dict(zip(_COUNT_NAMES, (cnt.events, cnt.new, cnt.valid, cnt.invalid, cnt.ignored,
-                                       cnt.untracked, cnt.closed)))
+        return dict(zip(COUNT_NAMES, (cnt.events, cnt.new, cnt.valid, cnt.invalid, cnt.ignored,
+                                       cnt.untracked, cnt.closed, cnt.expired, cnt.evicted,
+                                       cnt.refused)))
 
     def lookup(self, src, sport, dst, dport, int64_t[::1] out_conn, uint8_t[::1] out_state,
                uint8_t[::1] out_dir, const intp_t[::1] order=None,
@@ -1357,17 +1646,19 @@ cdef class FlowTable:
     @property
     def ended_full(self):
         """True when the ended-connection buffer must be collected before updating on."""
-        return self.t.n_ended == self.t.ended_capacity
+        return self.t.n_ended + 2 > self.t.ended_capacity
 
     def take_ended(self):
-        """(records, flows) of the connections the model ended since the last call, oldest
-        first, as copies; empties the buffer. Without flows: two empty arrays."""
+        """(records, flows, reasons) of the connections that ended since the last call (closed
+        by the model, expired, evicted), oldest first, as copies; empties the buffer. Without
+        flows: three empty arrays."""
         if self._ended is None:
             return (np.zeros(0, dtype=CONN4_DTYPE if self.family == 4 else CONN6_DTYPE),
-                    np.zeros(0, dtype=FLOW_STATE_DTYPE))
+                    np.zeros(0, dtype=FLOW_STATE_DTYPE), np.zeros(0, dtype=np.uint8))
         n = self.t.n_ended
         self.t.n_ended = 0
-        return self._ended[:n].copy(), self._ended_flows[:n].copy()
+        return (self._ended[:n].copy(), self._ended_flows[:n].copy(),
+                self._ended_reason[:n].copy())
 
     @property
     def histogram(self):
@@ -1411,3 +1702,25 @@ cdef class FlowTable:
     @property
     def nbytes_index(self):
         return self._index.nbytes
+
+    @property
+    def nbytes_expiry(self):
+        """The per-record due ticks and the wheel: slot headers and the entries allocated."""
+        if self._due is None:
+            return 0
+        cdef intp_t i, entries = 0
+        for i in range(WHEEL_SLOTS):
+            entries += self.t.wheel.slots[i].cap
+        return self._due.nbytes + WHEEL_SLOTS * sizeof(bucket_t) + entries * sizeof(uint32_t)
+
+    @property
+    def nbytes_flows(self):
+        """Flow states beside the records, and the ended-connection buffer."""
+        if self._flows is None:
+            return 0
+        return (self._flows.nbytes + self._ended.nbytes + self._ended_flows.nbytes
+                + self._ended_reason.nbytes)
+
+    @property
+    def nbytes_eviction(self):
+        return 0 if self._evict_ring is None else self._evict_ring.nbytes

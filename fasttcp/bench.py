@@ -55,7 +55,7 @@ def measure(connections: int = 1_000_000, events: int = 1_000_000, repeats: int 
     """Times `events`-long batches of uniform traffic over `connections` live connections.
 
     In each of `repeats` rounds: fasttcp on one table, fasttcp on two shards with a thread
-    each, the Python tracker on a prefix of the same traffic (`python_events` long), and, for
+    each (both without expiry, like the Python tracker), fasttcp with expiry (the default), the Python tracker on a prefix of the same traffic (`python_events` long), and, for
     scale, a bare loop updating one 64-byte record per event through a perfect index
     (`fasttcp._baseline`) over as many records: the memory system's limit, on this machine,
     now. Returns a dict of the medians and their ratios.
@@ -63,18 +63,22 @@ def measure(connections: int = 1_000_000, events: int = 1_000_000, repeats: int 
     workload = uniform_workload(connections, events, seed)
     setup, traffic = columns(workload.setup), columns(workload.traffic)
 
-    tracker = Tracker(capacity=connections)
+    # the table alone (the Python tracker does not expire either), and as Tracker() comes
+    tracker = Tracker(capacity=connections, expiry=False)
     tracker.update(**setup)
+    expiring = Tracker(capacity=connections)
+    expiring.update(**setup)
     records = np.zeros((connections, 8), dtype=np.uint64)
     which = np.random.default_rng(seed).integers(0, connections, events, dtype=np.uint32)
     python_events = min(python_events, events)
     ref = ReferenceTracker()
     ref.update(**setup)
     prefix = columns(workload.traffic[:python_events])
-    with Tracker(capacity=connections, shards=2) as sharded:
+    with Tracker(capacity=connections, shards=2, expiry=False) as sharded:
         sharded.update(**setup)
         rates = median_rates({
             "fast": (lambda: tracker.update(**traffic), events),
+            "expiring": (lambda: expiring.update(**traffic), events),
             "two": (lambda: sharded.update(**traffic), events),
             "limit": (lambda: touch_records(records, which), events),
             "slow": (lambda: ref.update(**prefix), python_events),
@@ -87,6 +91,8 @@ def measure(connections: int = 1_000_000, events: int = 1_000_000, repeats: int 
         "fasttcp_2_threads_events_per_s": two, "thread_speedup": two / fast,
         "record_loop_events_per_s": limit, "fraction_of_record_loop": fast / limit,
         "fasttcp_bytes_per_connection": tracker.bytes_per_connection(4),
+        "fasttcp_expiry_events_per_s": rates["expiring"],
+        "fasttcp_expiry_bytes_per_connection": expiring.bytes_per_connection(4),
         "python_bytes_per_connection": python_bytes_per_connection(workload, 100_000),
         "live_connections": len(tracker),
     }
@@ -102,6 +108,8 @@ def report(result: dict) -> str:
         f"{result['fasttcp_bytes_per_connection']:>12.1f}",
         f"{'fasttcp, 2 threads':<20}{result['fasttcp_2_threads_events_per_s']:>14,.0f}"
         f"{result['fasttcp_bytes_per_connection']:>12.1f}",
+        f"{'fasttcp, expiry':<20}{result['fasttcp_expiry_events_per_s']:>14,.0f}"
+        f"{result['fasttcp_expiry_bytes_per_connection']:>12.1f}",
         f"{'plain Python dict':<20}{result['python_events_per_s']:>14,.0f}"
         f"{result['python_bytes_per_connection']:>12.1f}",
         f"{'bare record loop':<20}{result['record_loop_events_per_s']:>14,.0f}{64:>12.1f}",

@@ -56,9 +56,12 @@ CONN_STATE_MEANINGS = {
 CONN_STATES = tuple(CONN_STATE_MEANINGS)
 if CONN_STATES != _engine.CONN_STATE_NAMES:
     raise ImportError("fasttcp._engine numbers conn_state values differently; rebuild it")
-#: Why a flow row was made, by the code in its ``ended`` field.
-ENDED = ("live", "closed")
-LIVE, CLOSED = range(len(ENDED))
+#: Why a flow row was made, by the code in its ``ended`` field: still live when asked for,
+#: ended by the model, idle past its state's timeout, dropped to make room.
+ENDED = ("live", "closed", "expired", "evicted")
+LIVE, CLOSED, EXPIRED, EVICTED = range(len(ENDED))
+if (CLOSED, EXPIRED, EVICTED) != (_engine.END_CLOSED, _engine.END_EXPIRED, _engine.END_EVICTED):
+    raise ImportError("fasttcp._engine numbers end reasons differently; rebuild it")
 
 _HISTORY_WIDTH = 15     # '^' and at most 14 letters: each of 7 kinds once per direction
 
@@ -81,8 +84,10 @@ FLOW_DTYPE = np.dtype(_flow_fields("<u4"))
 FLOW6_DTYPE = np.dtype(_flow_fields(("u1", (16,))))
 
 
-def flow_records(records: np.ndarray, flow_states: np.ndarray, ended: int) -> np.ndarray:
-    """Flow rows (FLOW_DTYPE / FLOW6_DTYPE) from engine records and their flow states."""
+def flow_records(records: np.ndarray, flow_states: np.ndarray,
+                 ended: Union[int, np.ndarray]) -> np.ndarray:
+    """Flow rows (FLOW_DTYPE / FLOW6_DTYPE) from engine records, their flow states, and why
+    they ended (one ENDED code, or one per row)."""
     family6 = records.dtype["orig_h"].shape == (16,)
     n = len(records)
     out = np.zeros(n, dtype=FLOW6_DTYPE if family6 else FLOW_DTYPE)

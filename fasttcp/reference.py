@@ -14,7 +14,8 @@ tables with the engine, read here as nested lists.
 from __future__ import annotations
 
 import re
-from typing import Any, Hashable, Optional, Sequence
+from collections import deque
+from typing import Any, Hashable, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -39,7 +40,7 @@ class Conn:
                  "orig_bytes", "resp_bytes", "first_ts", "last_ts", "zeek")
 
     def __init__(self, orig_h: Hashable, orig_p: int, resp_h: Hashable, resp_p: int,
-                 state: int, ts: int) -> None:
+                 state: int, ts: int, flows: bool = False) -> None:
         self.orig_h, self.orig_p, self.resp_h, self.resp_p = orig_h, orig_p, resp_h, resp_p
         self.state = state
         self.replied = self.flipped = self.picked_up = False
@@ -48,10 +49,11 @@ class Conn:
         self.orig_pkts = self.resp_pkts = 0
         self.orig_bytes = self.resp_bytes = 0
         self.first_ts = self.last_ts = ts
-        self.zeek = ZeekView()
+        self.zeek = ZeekView() if flows else None
 
     def flow(self) -> tuple:
         """(orig_h, orig_p, resp_h, resp_p, history, conn_state, orig_pkts, resp_pkts)."""
+        assert self.zeek is not None, "a tracker made with flows=True keeps flows"
         history = self.zeek.history(self.flipped)
         return (self.orig_h, self.orig_p, self.resp_h, self.resp_p, history,
                 self.zeek.conn_state(history, self.orig_bytes, self.resp_bytes),
@@ -67,7 +69,8 @@ class Conn:
             self.resp_bytes += length
             self.resp_flags |= flags
         self.last_ts = max(self.last_ts, ts)
-        self.zeek.step(direction, flags, length)
+        if self.zeek is not None:
+            self.zeek.step(direction, flags, length)
 
 
 class ZeekView:
@@ -173,8 +176,21 @@ class ZeekView:
 class ReferenceTracker:
     """Dict-based tracker: ``conns[(endpoint, endpoint)] -> Conn`` with endpoints sorted."""
 
-    def __init__(self, model: str | Model = "rfc793") -> None:
+    def __init__(self, model: str | Model = "rfc793",
+                 timeouts: Optional[Mapping[str, float]] = None,
+                 capacity: Optional[int] = None, evict_ring: int = 16,
+                 flows: bool = False) -> None:
+        """`timeouts` (seconds per state name) turns expiry on, by the segments' clock as the
+        engine's "events" clock does; `capacity` with `evict_ring` (the engine's ring size)
+        turns eviction on at that many connections; `flows` keeps a ZeekView per
+        connection."""
         self.model = get_model(model)
+        self.flows = flows
+        self.timeout = (None if timeouts is None else
+                        [round(timeouts[name] * 1e9) for name in self.model.states])
+        self.now = 0
+        self.capacity = capacity
+        self.evict_queue: deque = deque(maxlen=evict_ring)   # (key, first_ts) by creation
         self._class_of = self.model.class_of.tolist()
         self._table = self.model.table.tolist()
         self._actions = self.model.actions.tolist()
@@ -183,8 +199,8 @@ class ReferenceTracker:
         self.conns: dict[tuple, Conn] = {}
         self.hist = [0] * len(self.model.states)
         self.stats = dict.fromkeys(("events", "new", "valid", "invalid", "ignored",
-                                    "untracked", "closed"), 0)
-        self.ended: list[Conn] = []     # connections the model ended, oldest first
+                                    "untracked", "closed", "expired", "evicted", "refused"), 0)
+        self.ended: list[tuple[Conn, str]] = []   # connections that left, and why
 
     @staticmethod
     def key(src: Hashable, sport: int, dst: Hashable, dport: int) -> tuple:
@@ -204,6 +220,10 @@ class ReferenceTracker:
         self.class_counts[cls] += 1
         key = self.key(src, sport, dst, dport)
         conn = self.conns.get(key)
+        if conn is not None and self.timeout is not None and \
+                ts - conn.last_ts >= self.timeout[conn.state]:
+            self._remove(key, "expired")     # idle its whole timeout: this one starts afresh
+            conn = None
         if conn is None:
             nxt = self._table[0][0][cls]
             action = self._actions[0][0][cls]
@@ -212,12 +232,19 @@ class ReferenceTracker:
                 stats[verdict] += 1
                 stats["untracked"] += 1
                 return 0, verdict, False
+            if self.capacity is not None and len(self.conns) >= self.capacity \
+                    and not self._evict():
+                stats["refused"] += 1
+                stats["ignored"] += 1
+                stats["untracked"] += 1
+                return 0, "ignored", False
             self.conns[key] = self._start(src, sport, dst, dport, nxt, ts, flags, length, action,
                                           illegal)
+            self.evict_queue.append((key, ts))
             self.hist[nxt] += 1
             stats["new"] += 1
             if action == ACTION_CLOSE_UNREPLIED:
-                self._remove(key)
+                self._remove(key, "closed")
             return nxt, "new", True
 
         conn.illegal = min(15, conn.illegal + illegal)
@@ -237,41 +264,60 @@ class ReferenceTracker:
         self.hist[conn.state] -= 1
         self.hist[nxt] += 1
         if action in (ACTION_REOPEN, ACTION_FLIP, ACTION_PICKUP):
-            self.ended.append(conn)
+            self.ended.append((conn, "closed"))
             stats["closed"] += 1
             stats["new"] += 1
             self.conns[key] = self._start(src, sport, dst, dport, nxt, ts, flags, length, action,
                                           illegal)
+            self.evict_queue.append((key, ts))
             return nxt, "new", True
         conn.count(direction, flags, length, ts)
         conn.state = nxt
         stats["valid"] += 1
         if action == ACTION_CLOSE_UNREPLIED and not conn.replied:
-            self._remove(key)
+            self._remove(key, "closed")
         elif direction == 1:
             conn.replied = True
         return nxt, "valid", True
 
-    @staticmethod
-    def _start(src: Hashable, sport: int, dst: Hashable, dport: int, state: int, ts: int,
+    def _start(self, src: Hashable, sport: int, dst: Hashable, dport: int, state: int, ts: int,
                flags: int, length: int, action: int, illegal: int) -> Conn:
         """A new connection opened by this segment (`illegal` 1 if its flags are)."""
         if action == ACTION_FLIP:  # the receiver is the originator
-            conn = Conn(dst, dport, src, sport, state, ts)
+            conn = Conn(dst, dport, src, sport, state, ts, self.flows)
             conn.flipped = conn.replied = True
             conn.count(1, flags, length, ts)
         else:
-            conn = Conn(src, sport, dst, dport, state, ts)
+            conn = Conn(src, sport, dst, dport, state, ts, self.flows)
             conn.picked_up = action == ACTION_PICKUP
             conn.count(0, flags, length, ts)
         conn.illegal = illegal
         return conn
 
-    def _remove(self, key: tuple) -> None:
+    def _remove(self, key: tuple, why: str) -> None:
         conn = self.conns.pop(key)
-        self.ended.append(conn)
+        self.ended.append((conn, why))
         self.hist[conn.state] -= 1
-        self.stats["closed"] += 1
+        self.stats[why] += 1
+
+    def _evict(self) -> bool:
+        """Drops the oldest listed connection never answered; False if there is none."""
+        while self.evict_queue:
+            key, first_ts = self.evict_queue.popleft()
+            conn = self.conns.get(key)
+            if conn is not None and not conn.replied and \
+                    conn.first_ts % 2**32 == first_ts % 2**32:
+                self._remove(key, "evicted")
+                return True
+        return False
+
+    def expire(self, now: int) -> None:
+        """Ends every connection idle for its state's whole timeout at `now`."""
+        self.now = max(self.now, now)
+        assert self.timeout is not None
+        for key, conn in list(self.conns.items()):
+            if conn.last_ts + self.timeout[conn.state] <= self.now:
+                self._remove(key, "expired")
 
     def update(self, ts: Sequence[int], src: Any, sport: Sequence[int], dst: Any,
                dport: Sequence[int], flags: Sequence[int],
@@ -281,7 +327,10 @@ class ReferenceTracker:
         ts, sport, dport, flags = (np.asarray(a).tolist() for a in (ts, sport, dport, flags))
         length = [0] * len(ts) if length is None else np.asarray(length).tolist()
         process = self.process
-        return [process(*event) for event in zip(ts, src, sport, dst, dport, flags, length)]
+        results = [process(*event) for event in zip(ts, src, sport, dst, dport, flags, length)]
+        if self.timeout is not None and ts:
+            self.expire(max(ts))
+        return results
 
     def lookup(self, src: Hashable, sport: int, dst: Hashable, dport: int) -> Optional[Conn]:
         return self.conns.get(self.key(src, sport, dst, dport))

@@ -11,7 +11,7 @@ from typing import Any, Iterable, Mapping, NamedTuple, Optional, Union
 import numpy as np
 
 from fasttcp import _engine
-from fasttcp.flows import CLOSED, FLOW6_DTYPE, FLOW_DTYPE, LIVE, flow_records
+from fasttcp.flows import FLOW6_DTYPE, FLOW_DTYPE, LIVE, flow_records
 from fasttcp.models import Model, get_model
 
 __all__ = ["Tracker", "ConnInfo", "UpdateResult", "LookupResult", "TableFullError",
@@ -48,6 +48,9 @@ STATUS_FLIPPED, STATUS_PICKED_UP = _engine.STATUS_FLIPPED, _engine.STATUS_PICKED
 STATUS_ILLEGAL_SHIFT = _engine.STATUS_ILLEGAL_SHIFT
 #: Verdict names by code, as returned per event by ``Tracker.update(..., return_events=True)``.
 VERDICTS = ("new", "valid", "invalid", "ignored")
+
+# What memory_usage reports, by the FlowTable.nbytes_* property of each.
+_MEMORY_PARTS = ("records", "index", "expiry", "flows", "eviction")
 
 # Below this many events a sharded batch is applied shard after shard on the calling thread:
 # handing work to the pool costs tens of microseconds.
@@ -230,6 +233,20 @@ class Tracker:
         Overrides the model's per-state idle timeouts (``tracker.timeouts`` holds the result).
         For pair models, endpoint state names are accepted too: a connection's timeout is then
         recomputed as the larger of its two endpoints'.
+    expiry : bool
+        Expire connections idle for their state's whole timeout (`timeouts`; at the deadline
+        itself, as conntrack and Zeek do), by the segments' own clock (see `clock`): a segment
+        arriving after its connection's timeout meets a new connection, and `update` ends
+        with the connections whose time is up. Costs 4 bytes per connection and a timer
+        wheel of one-second ticks.
+    clock : {"events", "manual"}
+        With "events" every `update` then expires by the latest timestamp seen; with "manual"
+        only `expire(now)` does (a live tracker driven by wall-clock time).
+    evict : bool
+        When the table is at `max_capacity`, drop the oldest connection that never got an
+        answer to make room for a new one (what Linux conntrack's early drop does), instead of
+        raising TableFullError. A new connection that finds none to drop is not tracked
+        (``stats["refused"]``).
     flows : bool
         Keep Zeek-style flow information per connection (history letters and endpoint states,
         16 more bytes per connection) and collect the connections the model ends, for
@@ -261,7 +278,8 @@ class Tracker:
     def __init__(self, model: str | Model = "rfc793", capacity: int = 65_536,
                  max_capacity: Optional[int] = None, seed: Optional[int] = None,
                  timeouts: Optional[Mapping[str, float]] = None, shards: int = 1,
-                 flows: bool = False) -> None:
+                 flows: bool = False, expiry: bool = True, clock: str = "events",
+                 evict: bool = False) -> None:
         self.model = get_model(model)
         self.timeouts = _timeouts(self.model, timeouts or {})
         capacity = int(capacity)
@@ -282,6 +300,11 @@ class Tracker:
         if shards not in (1, 2, 4):
             raise ValueError(f"shards must be 1, 2 or 4, not {shards!r}")
         self.shards = shards
+        if clock not in ("events", "manual"):
+            raise ValueError(f"clock must be 'events' or 'manual', not {clock!r}")
+        self.expiry, self.clock, self.evict = bool(expiry), clock, bool(evict)
+        #: The latest time seen (ns): the segments' own timestamps, or `expire`'s argument.
+        self.now = 0
         self.keeps_flows = bool(flows)
         self._ended: dict[int, list[np.ndarray]] = {4: [], 6: []}   # flow rows awaiting pop
         self._tables: dict[int, list[_engine.FlowTable]] = {}
@@ -299,10 +322,17 @@ class Tracker:
             tables = [_engine.FlowTable(family, per_shard, m.class_of, m.table.ravel(),
                                         m.actions.ravel(), m.illegal_mask, len(m.states),
                                         len(m.flag_classes), self._keys, shard, self.shards,
-                                        self.keeps_flows)
+                                        self.keeps_flows, 4096, self._timeout_ns(), self.evict)
                       for shard in range(self.shards)]
             self._tables[family] = tables
         return tables
+
+    def _timeout_ns(self) -> Optional[np.ndarray]:
+        """Per state code, the idle timeout in ns (None without expiry)."""
+        if not self.expiry:
+            return None
+        return np.array([round(self.timeouts[name] * 1e9) for name in self.model.states],
+                        dtype=np.int64)
 
     def _shard_share(self, total: int) -> int:
         """One shard's part of `total` connections.
@@ -372,6 +402,8 @@ class Tracker:
             raise TableFullError(
                 f"IPv{family} table full (max_capacity={self.max_capacity}): "
                 f"{len(left)} of {n} events not applied", applied=int(left[0]), unapplied=left)
+        if self.expiry and self.clock == "events" and n:
+            self.expire(int(columns[0].max()))
         results = [counts for counts, _ in results]
         totals = {key: sum(counts[key] for counts in results)
                   for key in ("new", "valid", "invalid", "ignored")}
@@ -428,20 +460,44 @@ class Tracker:
                 left = np.arange(stop, n) if order is None else order[stop:]
                 return totals, left
 
+    def expire(self, now: int) -> int:
+        """Ends the connections idle for their state's whole timeout at `now` (ns, the
+        segments' clock), and returns how many. `update` calls it itself with the "events"
+        clock. Amortised cost: the connections whose time is up, plus those listed again
+        because they were active since (each at most once per timeout or per 68 minutes).
+
+        >>> t = Tracker()
+        >>> t.expire(10**18)
+        0
+        """
+        if not self.expiry:
+            raise ValueError("this tracker has no expiry; create it with Tracker(expiry=True)")
+        total = 0
+        with self._lock:
+            self.now = max(self.now, int(now))
+            for table in self._all_tables():
+                while True:
+                    expired, done = table.expire(self.now)
+                    total += expired
+                    self._collect_ended(table)
+                    if done:
+                        break
+        return total
+
     def _collect_ended(self, table: _engine.FlowTable) -> None:
-        """Turns the connections the table's model ended into flow rows, kept for pop_flows.
+        """Turns the connections that left the table into flow rows, kept for pop_flows.
         (Shard threads append to one list: list.append is atomic.)"""
-        records, states = table.take_ended()
+        records, states, reasons = table.take_ended()
         if len(records):
-            self._ended[table.family].append(
-                flow_records(records, states, CLOSED))
+            self._ended[table.family].append(flow_records(records, states, reasons))
 
     def pop_flows(self, family: int = 4) -> np.ndarray:
-        """Flow rows (FLOW_DTYPE / FLOW6_DTYPE) of the family's connections the model ended
-        since the last call, and forgets them. Needs ``Tracker(flows=True)``.
+        """Flow rows (FLOW_DTYPE / FLOW6_DTYPE) of the family's connections that left the
+        table since the last call, and forgets them. Needs ``Tracker(flows=True)``.
 
-        A connection ends when a segment reopens its key (a new SYN after a close, a flip or
-        a pickup on a live key) or, under conntrack, when it closes unanswered.
+        A connection leaves when a segment reopens its key (a new SYN after a close, a flip or
+        a pickup on a live key), under conntrack when it closes unanswered, when it expires,
+        and when it is evicted; ``ended`` says which.
         """
         self._check_flows(family)
         with self._lock:
@@ -479,6 +535,9 @@ class Tracker:
             return True
         bound = self._shard_share(self.max_capacity)
         if table.capacity >= bound:
+            if self.evict:
+                table.set_evicting(True)
+                return True
             return False
         table.resize(min(2 * table.capacity, bound))
         with self._counter_lock:
@@ -640,18 +699,19 @@ class Tracker:
 
     @property
     def stats(self) -> dict[str, int]:
-        """Totals since creation: events, new, valid, invalid, ignored, untracked, closed."""
+        """Totals since creation: events, new, valid, invalid, ignored, untracked, closed,
+        expired, evicted, refused."""
         totals: dict[str, int] = {}
         with self._lock:
             per_table = [table.totals for table in self._all_tables()]
         for counts in per_table:
             for key, value in counts.items():
                 totals[key] = totals.get(key, 0) + value
-        return totals or dict.fromkeys(("events", "new", "valid", "invalid", "ignored",
-                                        "untracked", "closed"), 0)
+        return totals or dict.fromkeys(_engine.COUNT_NAMES, 0)
 
     def memory_usage(self) -> dict[int, dict[str, float]]:
-        """Bytes allocated per family: records, index, total, and per connection at capacity.
+        """Bytes allocated per family: records, index, expiry (due ticks and wheel), flows,
+        eviction ring, their total, and the total per connection at capacity.
 
         >>> Tracker(capacity=1000).memory_usage()
         {}
@@ -659,21 +719,25 @@ class Tracker:
         usage = {}
         with self._lock:
             families = sorted(self._tables.items())
-        for family, tables in families:
-            records = sum(table.nbytes_records for table in tables)
-            index = sum(table.nbytes_index for table in tables)
-            capacity = sum(table.capacity for table in tables)
-            usage[family] = {"records": records, "index": index, "total": records + index,
-                             "capacity": capacity,
-                             "bytes_per_connection": (records + index) / capacity}
+            for family, tables in families:
+                parts = {part: sum(getattr(table, f"nbytes_{part}") for table in tables)
+                         for part in _MEMORY_PARTS}
+                capacity = sum(table.capacity for table in tables)
+                total = sum(parts.values())
+                usage[family] = {**parts, "total": total, "capacity": capacity,
+                                 "bytes_per_connection": total / capacity}
         return usage
 
     def bytes_per_connection(self, family: int = 4) -> float:
-        """Record plus index bytes per connection when the family's table is full."""
+        """Bytes per connection when the family's table is full: records, index, and what
+        expiry, flows and eviction add.
+
+        >>> Tracker(expiry=False).bytes_per_connection()
+        64.0
+        """
         with self._lock:
-            tables = self._family(family)
-            total = sum(table.nbytes_records + table.nbytes_index for table in tables)
-            return total / sum(table.capacity for table in tables)
+            self._family(family)    # made on first use, as update makes it
+        return self.memory_usage()[family]["bytes_per_connection"]
 
     def probe_lengths(self, family: int = 4) -> np.ndarray:
         """Index slots examined to find each live connection (1 = its home slot)."""

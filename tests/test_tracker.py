@@ -34,7 +34,7 @@ def test_update_returns_counts_and_optional_event_arrays():
     assert res.conn.dtype == np.int64 and res.state.dtype == np.uint8
     assert res.verdict.tolist() == [fasttcp.VALID]
     assert t.stats == {"events": 5, "new": 1, "valid": 3, "invalid": 1, "ignored": 0,
-                       "untracked": 0, "closed": 0}
+                       "untracked": 0, "closed": 0, "expired": 0, "evicted": 0, "refused": 0}
 
 
 def test_structured_events_give_the_same_result_as_columns():
@@ -139,11 +139,15 @@ def test_deletions_recycle_records_and_compact_the_index():
 
 
 def test_memory_per_connection_meets_the_budget():
-    t = Tracker(capacity=1_000_000)
+    t = Tracker(capacity=1_000_000, expiry=False)
     assert t.bytes_per_connection(4) <= 64
     assert t.bytes_per_connection(6) <= 96
     usage = t.memory_usage()
     assert usage[4]["records"] == 56 * 1_000_000 and usage[4]["total"] <= 64_000_000
+    # expiry adds a due tick per connection and the wheel's slot headers (64 KB)
+    expiring = Tracker(capacity=1_000_000)
+    assert expiring.bytes_per_connection(4) == 68 + 65536 / 1_000_000
+    assert expiring.memory_usage()[4]["flows"] == 0
 
 
 def test_probe_lengths_stay_short():
