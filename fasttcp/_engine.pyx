@@ -1172,6 +1172,9 @@ cdef struct one_event_t:
 
 COUNT_NAMES = ("events", "new", "valid", "invalid", "ignored", "untracked", "closed",
                "expired", "evicted", "refused")
+# counts_t is read as an int64 array in COUNT_NAMES order
+if sizeof(counts_t) != len(COUNT_NAMES) * sizeof(int64_t):
+    raise ImportError("counts_t and COUNT_NAMES disagree")
 
 
 def index_slots_for(intp_t capacity):
@@ -1347,6 +1350,98 @@ cdef class FlowTable:
         self.t.evict_capacity = size
         self.t.evict_head, self.t.evict_tail = 0, len(kept)
 
+    def counters(self):
+        """What `restore` needs besides `storage` and `wheel_lists`: records in use, the free
+        list's head, the totals, the wheel's position, the eviction ring's."""
+        return {"used": self.t.used, "free_head": self.t.free_head,
+                "totals": self._counts_dict(&self.totals), "evicting": bool(self.t.evicting),
+                "wheel_tick": self.t.wheel.tick, "wheel_started": bool(self.t.wheel.started),
+                "evict_head": self.t.evict_head, "evict_tail": self.t.evict_tail}
+
+    def wheel_lists(self):
+        """(entries per slot, all entries in slot order): the wheel as arrays, or None."""
+        if self._due is None:
+            return None
+        cdef intp_t i
+        lengths = np.array([self.t.wheel.slots[i].len for i in range(WHEEL_SLOTS)],
+                           dtype=np.int64)
+        entries = np.empty(lengths.sum(), dtype=np.uint32)
+        cdef uint32_t[::1] out = entries
+        cdef intp_t at = 0
+        for i in range(WHEEL_SLOTS):
+            if self.t.wheel.slots[i].len:
+                memcpy(&out[at], self.t.wheel.slots[i].rids,
+                       self.t.wheel.slots[i].len * sizeof(uint32_t))
+                at += self.t.wheel.slots[i].len
+        return lengths, entries
+
+    def restore(self, records, flows, due, evict_ring, wheel_lists, class_counts,
+                dict counters):
+        """Takes over saved storage (records, flows, due ticks, eviction ring) as this table's,
+        without a copy (memory maps will do: writable, contiguous, this table's capacity), and
+        the wheel's lists. Rebuilds what derives from them: the count, the histogram, the
+        index. The table then goes on exactly as the one saved would have."""
+        dtype = CONN4_DTYPE if self.family == 4 else CONN6_DTYPE
+        cdef intp_t used = counters["used"], rid, n_states = self.t.n_states
+        if (records.dtype != dtype or records.shape != (self.t.capacity,)
+                or not records.flags.writeable or not records.flags.c_contiguous):
+            raise ValueError(f"records must be a writable contiguous {self.t.capacity}-row "
+                             f"array of the table's record dtype")
+        if (self._flows is None) != (flows is None) or (flows is not None and (
+                flows.dtype != FLOW_STATE_DTYPE or flows.shape != records.shape
+                or not flows.flags.writeable)):
+            raise ValueError("flows must match the records, and only with flows kept")
+        if not 0 <= used <= self.t.capacity or not -1 <= counters["free_head"] < max(used, 1):
+            raise ValueError("record counters do not fit the table")
+        if (self._due is None) != (due is None) or (due is not None and (
+                due.dtype != np.uint32 or due.shape != records.shape or wheel_lists is None
+                or wheel_lists[0].shape != (WHEEL_SLOTS,)
+                or wheel_lists[0].sum() != wheel_lists[1].shape[0]
+                or (wheel_lists[1].shape[0] and wheel_lists[1].max() >= max(used, 1)))):
+            raise ValueError("expiry state must match the records, and only with expiry")
+        if (self._evict_ring is None) != (evict_ring is None) or (evict_ring is not None and (
+                evict_ring.dtype != np.uint64 or len(evict_ring) & (len(evict_ring) - 1)
+                or not 0 <= counters["evict_tail"] - counters["evict_head"] <= len(evict_ring))):
+            raise ValueError("the eviction ring must be a power of two, and only with eviction")
+        state = records["state"][:used]
+        alive = (records["status"][:used] & S_ALIVE) != 0
+        if alive.any() and state[alive].max() >= n_states:
+            raise ValueError("a record names a state the model does not have")
+        self._records = records
+        if flows is not None:
+            self._flows = flows
+            self.t.flows = <flow_t*>cnp.PyArray_DATA(flows)
+        self.t.used = used
+        self.t.free_head = counters["free_head"]
+        self.t.count = int(alive.sum())
+        self._hist[:] = np.bincount(state[alive], minlength=n_states)
+        self._class_counts[:] = class_counts
+        cdef int64_t* total = <int64_t*>&self.totals
+        for name, value in counters["totals"].items():
+            total[COUNT_NAMES.index(name)] = value
+        self._rebuild()
+        cdef intp_t i, at = 0
+        cdef const uint32_t[::1] entries
+        if due is not None:
+            self._due = due
+            self.t.due = <uint32_t*>cnp.PyArray_DATA(due)
+            self.t.wheel.tick = counters["wheel_tick"]
+            self.t.wheel.started = counters["wheel_started"]
+            lengths, entries = wheel_lists
+            for i in range(WHEEL_SLOTS):
+                self.t.wheel.slots[i].len = 0
+                for rid in range(at, at + lengths[i]):
+                    if push(&self.t.wheel.slots[i], entries[rid]) < 0:
+                        raise MemoryError("expiry wheel")
+                at += lengths[i]
+        if evict_ring is not None:
+            self._evict_ring = evict_ring
+            self.t.evict_ring = <uint64_t*>cnp.PyArray_DATA(evict_ring)
+            self.t.evict_capacity = len(evict_ring)
+            self.t.evict_head = counters["evict_head"]
+            self.t.evict_tail = counters["evict_tail"]
+            self.t.evicting = counters["evicting"]
+
     def set_evicting(self, bint evicting):
         """At its bound, a full table with eviction on evicts instead of asking for room."""
         if evicting and self._evict_ring is None:
@@ -1492,21 +1587,15 @@ cdef class FlowTable:
         return [counts[s] for s in range(self.t.n_shards)]
 
     cdef void _add_totals(self, const counts_t* cnt):
-        self.totals.events += cnt.events
-        self.totals.new += cnt.new
-        self.totals.valid += cnt.valid
-        self.totals.invalid += cnt.invalid
-        self.totals.ignored += cnt.ignored
-        self.totals.untracked += cnt.untracked
-        self.totals.closed += cnt.closed
-        self.totals.expired += cnt.expired
-        self.totals.evicted += cnt.evicted
-        self.totals.refused += cnt.refused
+        cdef int64_t* total = <int64_t*>&self.totals
+        cdef const int64_t* add = <const int64_t*>cnt
+        cdef intp_t k
+        for k in range(len(COUNT_NAMES)):
+            total[k] += add[k]
 
     cdef dict _counts_dict(self, const counts_t* cnt):
-        return dict(zip(COUNT_NAMES, (cnt.events, cnt.new, cnt.valid, cnt.invalid, cnt.ignored,
-                                       cnt.untracked, cnt.closed, cnt.expired, cnt.evicted,
-                                       cnt.refused)))
+        cdef const int64_t* value = <const int64_t*>cnt
+        return {name: value[k] for k, name in enumerate(COUNT_NAMES)}
 
     def lookup(self, src, sport, dst, dport, int64_t[::1] out_conn, uint8_t[::1] out_state,
                uint8_t[::1] out_dir, const intp_t[::1] order=None,
@@ -1626,6 +1715,12 @@ cdef class FlowTable:
         else:
             probe_lengths(&self.t, <conn6_t*>self._records_ptr(), &o[0])
         return out
+
+    @property
+    def storage(self):
+        """(records, flows, due ticks, eviction ring), None where not kept: the whole arrays
+        the table owns, for snapshots."""
+        return self._records, self._flows, self._due, self._evict_ring
 
     @property
     def records(self):

@@ -10,7 +10,7 @@ from typing import Any, Iterable, Mapping, NamedTuple, Optional, Union
 
 import numpy as np
 
-from fasttcp import _engine
+from fasttcp import _engine, snapshot
 from fasttcp.flows import FLOW6_DTYPE, FLOW_DTYPE, LIVE, flow_records
 from fasttcp.models import Model, get_model
 
@@ -756,6 +756,16 @@ class Tracker:
         return (f"Tracker(model={self.model.name!r}, connections={len(self)}, "
                 f"capacity={self.capacity}, max_capacity={self.max_capacity}"
                 + (f", shards={self.shards})" if self.shards > 1 else ")"))
+
+    def save(self, path: str) -> None:
+        """Writes the tracker to a snapshot file, atomically (see `fasttcp.snapshot`)."""
+        snapshot.save(self, path)
+
+    @classmethod
+    def load(cls, path: str, mmap: bool = False, verify: bool = True) -> "Tracker":
+        """A tracker from a snapshot file: the same connections, model, settings, counters and
+        clock (see `fasttcp.snapshot`; raises `fasttcp.snapshot.SnapshotError`)."""
+        return snapshot.load(path, mmap=mmap, verify=verify)
 
     def close(self) -> None:
         """Stops the shard threads (if any); later batches run shard after shard."""

@@ -6,7 +6,7 @@ import pytest
 
 MODULES = ["fasttcp", "fasttcp.models", "fasttcp.tracker", "fasttcp.reference",
            "fasttcp.workloads", "fasttcp.bench", "fasttcp.flows", "fasttcp.synth",
-           "fasttcp.capture", "fasttcp.analyze", "fasttcp.sample"]
+           "fasttcp.capture", "fasttcp.analyze", "fasttcp.sample", "fasttcp.snapshot"]
 
 
 @pytest.mark.parametrize("name", MODULES)
