@@ -324,14 +324,43 @@ cdef int decode_frame(const uint8_t* p, intp_t caplen, int linktype, int64_t ts,
     return K_UNSUPPORTED_LINK
 
 
+cdef struct outputs_t:
+    # where a kernel call writes segments, and how many rows each array has
+    seg4_t* seg4
+    seg6_t* seg6
+    intp_t cap4
+    intp_t cap6
+    int64_t* counts
+
+
+cdef outputs_t outputs(uint8_t[::1] out4, uint8_t[::1] out6, int64_t[::1] counts) except *:
+    """The output arrays of a kernel call (SEGMENT_DTYPE / SEGMENT6_DTYPE rows as bytes, and
+    the counters), checked."""
+    cdef outputs_t out
+    if counts.shape[0] != N_COUNTS:
+        raise ValueError(f"counts must have {N_COUNTS} slots")
+    out.cap4 = out4.shape[0] // sizeof(seg4_t)
+    out.cap6 = out6.shape[0] // sizeof(seg6_t)
+    if out.cap4 == 0 or out.cap6 == 0:
+        raise ValueError("output arrays must hold at least one row each")
+    out.seg4 = <seg4_t*>&out4[0]
+    out.seg6 = <seg6_t*>&out6[0]
+    out.counts = &counts[0]
+    return out
+
+
+cdef inline bint full(const outputs_t* out, const progress_t* prog) noexcept nogil:
+    return prog.n4 == out.cap4 or prog.n6 == out.cap6
+
+
 cdef inline bint take_frame(const uint8_t* p, intp_t caplen, int linktype, int64_t ts,
-                            seg4_t* out4, seg6_t* out6, progress_t* prog,
-                            int64_t* counts) noexcept nogil:
+                            const outputs_t* out, progress_t* prog) noexcept nogil:
     """Decodes a frame into the next free output row and counts it. Returns whether a row
     was used."""
-    cdef int kind = decode_frame(p, caplen, linktype, ts, out4 + prog.n4, out6 + prog.n6)
-    counts[K_PACKETS] += 1
-    counts[kind] += 1
+    cdef int kind = decode_frame(p, caplen, linktype, ts, out.seg4 + prog.n4,
+                                 out.seg6 + prog.n6)
+    out.counts[K_PACKETS] += 1
+    out.counts[kind] += 1
     prog.last_ts = ts
     if kind == K_IPV4:
         prog.n4 += 1
@@ -350,20 +379,16 @@ def read_pcap(const uint8_t[::1] buf, intp_t pos, bint swapped, int64_t ts_unit,
     SEGMENT_DTYPE / SEGMENT6_DTYPE arrays viewed as bytes. Returns (status, pos, n4, n6, last_ts).
     """
     cdef intp_t end = buf.shape[0]
-    cdef intp_t cap4 = out4.shape[0] // sizeof(seg4_t), cap6 = out6.shape[0] // sizeof(seg6_t)
-    cdef seg4_t* o4 = <seg4_t*>&out4[0] if cap4 else NULL
-    cdef seg6_t* o6 = <seg6_t*>&out6[0] if cap6 else NULL
+    cdef outputs_t out = outputs(out4, out6, counts)
     cdef const uint8_t* base = &buf[0] if end else NULL
     cdef progress_t prog
     cdef uint32_t caplen
     cdef int64_t ts
     cdef int status = S_NEED_DATA
-    if counts.shape[0] != N_COUNTS:
-        raise ValueError(f"counts must have {N_COUNTS} slots")
     prog.pos, prog.n4, prog.n6, prog.last_ts = pos, 0, 0, 0
     with nogil:
         while True:
-            if prog.n4 == cap4 or prog.n6 == cap6:
+            if full(&out, &prog):
                 status = S_OUT_FULL
                 break
             if end - prog.pos < 16:
@@ -376,7 +401,7 @@ def read_pcap(const uint8_t[::1] buf, intp_t pos, bint swapped, int64_t ts_unit,
                 break
             ts = (<int64_t>rd32(base + prog.pos, swapped) * 1_000_000_000
                   + <int64_t>rd32(base + prog.pos + 4, swapped) * ts_unit)
-            take_frame(base + prog.pos + 16, caplen, linktype, ts, o4, o6, &prog, &counts[0])
+            take_frame(base + prog.pos + 16, caplen, linktype, ts, &out, &prog)
             prog.pos += 16 + caplen
     return status, prog.pos, prog.n4, prog.n6, prog.last_ts
 
@@ -417,9 +442,7 @@ def read_pcapng(const uint8_t[::1] buf, intp_t pos, bint swapped,
     no timestamp: it gets the previous packet's (`last_ts`). Returns as read_pcap.
     """
     cdef intp_t end = buf.shape[0]
-    cdef intp_t cap4 = out4.shape[0] // sizeof(seg4_t), cap6 = out6.shape[0] // sizeof(seg6_t)
-    cdef seg4_t* o4 = <seg4_t*>&out4[0] if cap4 else NULL
-    cdef seg6_t* o6 = <seg6_t*>&out6[0] if cap6 else NULL
+    cdef outputs_t out = outputs(out4, out6, counts)
     cdef const uint8_t* base = &buf[0] if end else NULL
     cdef const uint8_t* block
     cdef intp_t n_if = if_linktype.shape[0]
@@ -428,14 +451,12 @@ def read_pcapng(const uint8_t[::1] buf, intp_t pos, bint swapped,
     cdef uint64_t raw_ts
     cdef intp_t header
     cdef int status = S_NEED_DATA
-    if counts.shape[0] != N_COUNTS:
-        raise ValueError(f"counts must have {N_COUNTS} slots")
     if not (if_tsresol.shape[0] == if_tsoffset.shape[0] == if_snaplen.shape[0] == n_if):
         raise ValueError("interface arrays differ in length")
     prog.pos, prog.n4, prog.n6, prog.last_ts = pos, 0, 0, last_ts
     with nogil:
         while True:
-            if prog.n4 == cap4 or prog.n6 == cap6:
+            if full(&out, &prog):
                 status = S_OUT_FULL
                 break
             if end - prog.pos < 12:
@@ -472,7 +493,7 @@ def read_pcapng(const uint8_t[::1] buf, intp_t pos, bint swapped,
                 raw_ts = (<uint64_t>rd32(block + 12, swapped) << 32) | rd32(block + 16, swapped)
                 take_frame(block + 28, caplen, if_linktype[iface],
                            pcapng_ns(raw_ts, if_tsresol[iface]) + if_tsoffset[iface],
-                           o4, o6, &prog, &counts[0])
+                           &out, &prog)
             elif kind == 3:                             # simple packet block: interface 0
                 if length < 16:
                     status = E_BLOCK_LENGTH
@@ -487,7 +508,6 @@ def read_pcapng(const uint8_t[::1] buf, intp_t pos, bint swapped,
                     caplen = length - 16
                 if if_snaplen[0] and caplen > if_snaplen[0]:
                     caplen = <uint32_t>if_snaplen[0]
-                take_frame(block + 12, caplen, if_linktype[0], prog.last_ts, o4, o6, &prog,
-                           &counts[0])
+                take_frame(block + 12, caplen, if_linktype[0], prog.last_ts, &out, &prog)
             prog.pos += length
     return status, prog.pos, prog.n4, prog.n6, prog.last_ts
