@@ -15,6 +15,7 @@ from __future__ import annotations
 import gzip
 import os
 import struct
+import zlib
 from dataclasses import dataclass, field
 from typing import BinaryIO, Iterator, NamedTuple, Optional, Union
 
@@ -35,6 +36,9 @@ _PCAP_MAGIC = {0xA1B2C3D4: 1000, 0xA1B23C4D: 1}   # -> nanoseconds per timestamp
 _PCAPNG_SHB = 0x0A0D0D0A
 _PCAPNG_BYTE_ORDER = 0x1A2B3C4D
 _GZIP_MAGIC = b"\x1f\x8b"
+# How a damaged gzip stream shows: a bad header (OSError), a cut (EOFError), bad deflate data
+# (zlib.error, which is no OSError)
+_GZIP_ERRORS = (OSError, EOFError, zlib.error)
 _DEFAULT_CHUNK = 4 << 20
 _ROWS_PER_BATCH = 1 << 17
 
@@ -106,13 +110,15 @@ class _Interfaces:
                 np.array(self.tsoffset, dtype=np.int64), np.array(self.snaplen, dtype=np.int64))
 
 
-def open_capture(path: PathLike, *, strict: bool = True,
+def open_capture(path: Union[PathLike, BinaryIO], *, strict: bool = True,
                  chunk_size: int = _DEFAULT_CHUNK) -> "Capture":
     """Opens a pcap or pcapng file (optionally gzip-compressed) for streaming.
 
     Parameters
     ----------
-    path : str or path-like
+    path : str, path-like, or a binary stream
+        A stream (anything with ``readinto``, such as ``io.BytesIO`` or ``sys.stdin.buffer``)
+        is read from where it stands and left open; gzip needs it seekable.
     strict : bool
         If True (the default) a corrupt or truncated file raises `CaptureError` naming the byte
         offset, after the batches before it were yielded. If False, reading stops there and
@@ -150,17 +156,24 @@ class Capture:
     iterating a second time raises: open the file again.
     """
 
-    def __init__(self, path: PathLike, *, strict: bool = True, chunk_size: int = _DEFAULT_CHUNK):
-        self.path = os.fspath(path)
+    def __init__(self, source: Union[PathLike, BinaryIO], *, strict: bool = True,
+                 chunk_size: int = _DEFAULT_CHUNK):
         self.strict = strict
-        self.stats = CaptureStats(self.path)
-        self._file: Optional[BinaryIO] = open(self.path, "rb")
         self._started = False
+        self._stream: Optional[BinaryIO] = None     # a caller's stream: read, never closed
+        if hasattr(source, "readinto"):
+            self._stream = source                   # type: ignore[assignment]
+            self.path = str(getattr(source, "name", "<stream>"))
+            self._file: Optional[BinaryIO] = self._stream
+        else:
+            self.path = os.fspath(source)           # type: ignore[arg-type]
+            self._file = open(self.path, "rb")
+        self.stats = CaptureStats(self.path)
         try:
+            assert self._file is not None
             head = self._file.read(4)
             if head[:2] == _GZIP_MAGIC:
-                self._file.close()
-                self._file = gzip.open(self.path, "rb")   # type: ignore[assignment]
+                self._file = self._gunzip(len(head))
                 head = self._read_head()
             self._check_magic(head)
         except BaseException:
@@ -175,11 +188,22 @@ class Capture:
         self._interfaces = _Interfaces()
         self._last_ts = 0
 
+    def _gunzip(self, consumed: int) -> BinaryIO:
+        """The decompressed stream, read from the start again (`consumed` bytes ago)."""
+        if self._stream is None:
+            assert self._file is not None
+            self._file.close()
+            return gzip.open(self.path, "rb")           # type: ignore[return-value]
+        if not self._stream.seekable():
+            raise CaptureError(f"{self.path}: a gzip-compressed stream must be seekable")
+        self._stream.seek(-consumed, os.SEEK_CUR)
+        return gzip.GzipFile(fileobj=self._stream, mode="rb")   # type: ignore[return-value]
+
     def _read_head(self) -> bytes:
         assert self._file is not None
         try:
             return self._file.read(4)
-        except (OSError, EOFError) as error:   # gzip reports a damaged stream as OSError
+        except _GZIP_ERRORS as error:
             raise CaptureError(f"{self.path}: unreadable gzip data ({error})") from None
 
     def _check_magic(self, head: bytes) -> None:
@@ -203,10 +227,11 @@ class Capture:
         self.close()
 
     def close(self) -> None:
-        """Closes the file; batches already yielded stay valid."""
-        if self._file is not None:
+        """Closes the file (a stream passed in stays open); batches already yielded stay
+        valid."""
+        if self._file is not None and self._file is not self._stream:
             self._file.close()
-            self._file = None
+        self._file = None
 
     def __repr__(self) -> str:
         return (f"Capture({self.path!r}, format={self.stats.format!r}, "
@@ -230,7 +255,7 @@ class Capture:
             raise ValueError(f"{self.path}: I/O on a closed capture")
         try:
             got = self._file.readinto(self._buf.data[keep:])  # type: ignore[attr-defined]
-        except (OSError, EOFError) as error:
+        except _GZIP_ERRORS as error:
             raise CaptureError(f"{self.path}: unreadable data after byte offset "
                                f"{self._base + keep} ({error})", self._base + keep) from None
         self._end += got or 0

@@ -418,3 +418,13 @@ def test_segments_feed_a_tracker():
     assert len(tracker) == 1
     live = [state for state, n in tracker.histogram().items() if n]
     assert live == ["TIME_WAIT/CLOSED"]
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_streams_are_read_and_left_open(compress):
+    import io
+    data = pcap([(i, ethernet(V4)) for i in range(5)])
+    stream = io.BytesIO(gzip.compress(data) if compress else data)
+    with open_capture(stream) as cap:
+        rows = sum(len(b.ipv4) for b in cap)
+    assert rows == 5 and not stream.closed and cap.path == "<stream>"
