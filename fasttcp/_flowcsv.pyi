@@ -31,3 +31,7 @@ def format_rows(
     ended_base: int,
     out: npt.NDArray[np.uint8],  # uint8_t[::1]
 ) -> int: ...
+
+def address_strings(
+    addresses: npt.NDArray[Any],  # const uint32_t[::1] (IPv4) or const uint8_t[:, ::1] (IPv6)
+) -> list[str]: ...

@@ -189,3 +189,25 @@ def format_rows(const int64_t[::1] ts, const int64_t[::1] last_ts, orig_h, resp_
             o[at] = 10
             at += 1
     return at
+
+
+def address_strings(addresses):
+    """Addresses as a list of str: IPv4 host-order uint32 (n,), or IPv6 (n, 16) bytes in
+    network order (RFC 5952 text), as the CSV writer prints them."""
+    cdef const uint32_t[::1] v4
+    cdef const uint8_t[:, ::1] v6
+    cdef uint8_t text[48]
+    cdef intp_t i, n
+    cdef bint six = addresses.ndim == 2
+    out = []
+    if six:
+        v6 = addresses
+        n = v6.shape[0]
+        for i in range(n):
+            out.append((<char*>text)[:put_ipv6(text, &v6[i, 0])].decode("ascii"))
+    else:
+        v4 = addresses
+        n = v4.shape[0]
+        for i in range(n):
+            out.append((<char*>text)[:put_ipv4(text, v4[i])].decode("ascii"))
+    return out

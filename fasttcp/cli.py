@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import time
@@ -79,6 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
                              "capture holds up to the damage, and report the rest, instead of "
                              "stopping with an error")
     analyze_cmd.add_argument("--json", action="store_true", help="print one JSON object")
+    where = analyze_cmd.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=positive_int, metavar="N", help="run on a local Dask "
+                       "cluster of N worker processes (needs fasttcp[dask])")
+    where.add_argument("--scheduler", metavar="ADDRESS", help="run on the Dask cluster whose "
+                       "scheduler is at ADDRESS (needs fasttcp[dask])")
 
     generate_cmd = commands.add_parser(
         "generate", help="write a synthetic capture",
@@ -157,16 +163,43 @@ def _analyze(args: argparse.Namespace) -> str:
     if args.flows and args.flows.endswith(".parquet"):
         _require("pandas", "--flows *.parquet", "pandas")
         _require("pyarrow", "--flows *.parquet", "pandas")
-    progress = _progress_bar(sum(os.path.getsize(p) for p in paths))
-    try:
-        result = analyze(paths, args.model, args.flows, bool(args.plot), not args.keep_going,
-                         progress.update if progress is not None else None)
-    finally:
-        if progress is not None:
-            progress.close()
+    if args.workers or args.scheduler:
+        result = _analyze_on_dask(args, paths)
+    else:
+        progress = _progress_bar(sum(os.path.getsize(p) for p in paths))
+        try:
+            result = analyze(paths, args.model, args.flows, bool(args.plot),
+                             not args.keep_going,
+                             progress.update if progress is not None else None)
+        finally:
+            if progress is not None:
+                progress.close()
     if args.plot:
         plot_timeline(result, list(result.histogram), args.plot)
     return json.dumps(result.as_dict()) if args.json else analysis_report(result)
+
+
+def _analyze_on_dask(args: argparse.Namespace, paths: list[str]) -> Analysis:
+    """analyze on a local cluster (--workers) or a running one (--scheduler)."""
+    if args.plot:
+        raise UsageError("--plot is not available with --workers or --scheduler")
+    if args.flows and not args.flows.endswith(".parquet"):
+        raise UsageError("with --workers or --scheduler, flows are written as a Parquet "
+                         "dataset: --flows OUT.parquet")
+    _require("distributed", "--workers / --scheduler", "dask")
+    from distributed import Client, LocalCluster
+
+    from fasttcp import dask as on_dask
+
+    if args.scheduler:
+        with Client(args.scheduler):     # its workers need fasttcp installed
+            return on_dask.analyze(paths, args.model, args.flows, strict=not args.keep_going)
+    # the cluster's own logging (its shutdown chatter included) stays off stderr
+    with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
+                      dashboard_address=None, silence_logs=logging.CRITICAL) as cluster, \
+            Client(cluster):
+        return on_dask.analyze(paths, args.model, args.flows,
+                               partitions=2 * args.workers, strict=not args.keep_going)
 
 
 def _require(module: str, option: str, extra: str) -> None:

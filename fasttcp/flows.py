@@ -26,7 +26,6 @@ spans (equal unless segments were retransmitted or lost).
 """
 from __future__ import annotations
 
-import ipaddress
 from typing import IO, Any, Iterable, Sequence, Union
 
 import numpy as np
@@ -192,9 +191,7 @@ def to_csv(flows: FlowArrays, target: Union[str, IO[str]], states: Sequence[str]
 
 
 def _address_text(column: np.ndarray) -> list[str]:
-    if column.ndim == 1:
-        return [str(ipaddress.IPv4Address(int(a))) for a in column.tolist()]
-    return [str(ipaddress.IPv6Address(bytes(row))) for row in column]
+    return _flowcsv.address_strings(np.ascontiguousarray(column))
 
 
 def to_pandas(flows: FlowArrays, states: Sequence[str]) -> Any:
@@ -212,11 +209,12 @@ def to_pandas(flows: FlowArrays, states: Sequence[str]) -> Any:
         _check_codes(array, states)
         data: dict[str, Any] = {name: array[name] for name in CSV_COLUMNS
                                 if name in (array.dtype.names or ())}
-        data["orig_h"] = _address_text(array["orig_h"])
-        data["resp_h"] = _address_text(array["resp_h"])
+        # text columns stay text even when empty (what Dask's metadata needs)
+        data["orig_h"] = pd.Series(_address_text(array["orig_h"]), dtype=str)
+        data["resp_h"] = pd.Series(_address_text(array["resp_h"]), dtype=str)
         data["ts"] = pd.to_datetime(array["ts"], unit="ns", utc=True)
         data["duration"] = array["duration"]
-        data["history"] = np.char.decode(array["history"], "ascii")
+        data["history"] = pd.Series(np.char.decode(array["history"], "ascii"), dtype=str)
         for name, names in (("state", states), ("conn_state", CONN_STATES), ("ended", ENDED)):
             data[name] = pd.Categorical.from_codes(array[name], categories=list(names))
         frames.append(pd.DataFrame(data, columns=list(CSV_COLUMNS)))

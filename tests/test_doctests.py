@@ -6,7 +6,8 @@ import pytest
 
 MODULES = ["fasttcp", "fasttcp.models", "fasttcp.tracker", "fasttcp.reference",
            "fasttcp.workloads", "fasttcp.bench", "fasttcp.flows", "fasttcp.synth",
-           "fasttcp.capture", "fasttcp.analyze", "fasttcp.sample", "fasttcp.snapshot"]
+           "fasttcp.capture", "fasttcp.analyze", "fasttcp.sample", "fasttcp.snapshot",
+           "fasttcp.dask"]
 
 
 @pytest.mark.parametrize("name", MODULES)
