@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         packets = analyze([whole]).packets
 
     clusters = {n: LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                                dashboard_address=None, silence_logs=logging.CRITICAL)
+                                dashboard_address=":0", silence_logs=logging.CRITICAL)
                 for n in (1, 2)}
     times: dict[str, list[float]] = {"one process": [], "dask, 1 worker": [],
                                      "dask, 2 workers": []}

@@ -196,7 +196,7 @@ def _analyze_on_dask(args: argparse.Namespace, paths: list[str]) -> Analysis:
             return on_dask.analyze(paths, args.model, args.flows, strict=not args.keep_going)
     # the cluster's own logging (its shutdown chatter included) stays off stderr
     with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
-                      dashboard_address=None, silence_logs=logging.CRITICAL) as cluster, \
+                      dashboard_address=":0", silence_logs=logging.CRITICAL) as cluster, \
             Client(cluster):
         return on_dask.analyze(paths, args.model, args.flows,
                                partitions=2 * args.workers, strict=not args.keep_going)

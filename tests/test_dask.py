@@ -31,7 +31,7 @@ def rows(frame: pd.DataFrame) -> list:
 @pytest.fixture(scope="module")
 def client():
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                      dashboard_address=None, silence_logs=50) as cluster, Client(cluster) as c:
+                      dashboard_address=":0", silence_logs=50) as cluster, Client(cluster) as c:
         yield c
 
 
