@@ -129,3 +129,16 @@ def test_cli_refuses_what_dask_mode_cannot_do(rotated):
         proc = subprocess.run([sys.executable, "-m", "fasttcp", "analyze", "--workers", "1",
                                whole, *args], capture_output=True, text=True, timeout=120)
         assert proc.returncode == 2 and message in proc.stderr
+
+
+def test_cli_on_a_running_scheduler(client, rotated, tmp_path):
+    whole, parts = rotated
+    out = tmp_path / "flows.parquet"
+    proc = subprocess.run([sys.executable, "-m", "fasttcp", "analyze", "--json", "--scheduler",
+                           client.scheduler.address, *parts, "--flows", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    written = pd.read_parquet(out)
+    assert len(written) == result["flows"] > 0
+    assert rows(written) == rows(on_dask.flows_from_captures(parts).compute())
