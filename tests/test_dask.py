@@ -2,6 +2,7 @@
 processes, from captures rotated into several files and from event tables."""
 import ipaddress
 import json
+import os
 import subprocess
 import sys
 
@@ -19,6 +20,7 @@ from fasttcp.analyze import analyze  # noqa: E402
 from fasttcp.flows import to_pandas  # noqa: E402
 from fasttcp.synth import generate, write_pcap  # noqa: E402
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KEY = ["ts", "orig_h", "orig_p", "resp_h", "resp_p", "duration", "orig_bytes", "resp_bytes",
        "conn_state", "history", "orig_pkts", "resp_pkts", "state", "flipped", "picked_up",
        "illegal", "ended"]
@@ -109,13 +111,16 @@ def test_partition_is_symmetric_for_both_families():
     assert len(set(on_dask.flow_partition(seg, 7).tolist())) == 7
 
 
+def fasttcp_cli(*args):
+    """The installed command (run away from the source tree, which would shadow it)."""
+    return subprocess.run([sys.executable, "-m", "fasttcp", *args], capture_output=True,
+                          text=True, timeout=300, cwd=os.path.dirname(ROOT))
+
+
 def test_cli_workers_match_one_process(rotated):
     whole, parts = rotated
-    def run(*args):
-        return subprocess.run([sys.executable, "-m", "fasttcp", "analyze", "--json", *args],
-                              capture_output=True, text=True, timeout=300)
-
-    one, many = run(whole), run("--workers", "2", *parts)
+    one = fasttcp_cli("analyze", "--json", whole)
+    many = fasttcp_cli("analyze", "--json", "--workers", "2", *parts)
     assert one.returncode == 0 and many.returncode == 0, many.stderr
     a, b = json.loads(one.stdout), json.loads(many.stdout)
     for key in ("packets", "segments", "flows", "connections", "conn_states", "histogram"):
@@ -126,17 +131,15 @@ def test_cli_workers_match_one_process(rotated):
 def test_cli_refuses_what_dask_mode_cannot_do(rotated):
     whole, _ = rotated
     for args, message in ((["--flows", "x.csv"], "Parquet"), (["--plot", "x.png"], "--plot")):
-        proc = subprocess.run([sys.executable, "-m", "fasttcp", "analyze", "--workers", "1",
-                               whole, *args], capture_output=True, text=True, timeout=120)
+        proc = fasttcp_cli("analyze", "--workers", "1", whole, *args)
         assert proc.returncode == 2 and message in proc.stderr
 
 
 def test_cli_on_a_running_scheduler(client, rotated, tmp_path):
     whole, parts = rotated
     out = tmp_path / "flows.parquet"
-    proc = subprocess.run([sys.executable, "-m", "fasttcp", "analyze", "--json", "--scheduler",
-                           client.scheduler.address, *parts, "--flows", str(out)],
-                          capture_output=True, text=True, timeout=300)
+    proc = fasttcp_cli("analyze", "--json", "--scheduler", client.scheduler.address, *parts,
+                       "--flows", str(out))
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     written = pd.read_parquet(out)
