@@ -21,6 +21,7 @@ import math
 import numpy as np
 
 cimport numpy as cnp
+from libc.stdint cimport INT64_MAX
 from libc.stdlib cimport calloc, free, realloc
 from libc.string cimport memcpy, memset
 
@@ -588,6 +589,13 @@ cdef inline int push(bucket_t* b, uint32_t rid) noexcept nogil:
     return 0
 
 
+cdef inline int64_t deadline_of(int64_t last_ts, int64_t timeout) noexcept nogil:
+    """last_ts + timeout, saturating: a "never" timeout (INT64_MAX) stays never."""
+    if timeout > INT64_MAX - last_ts:
+        return INT64_MAX
+    return last_ts + timeout
+
+
 cdef inline int64_t clamp_tick(const wheel_t* w, int64_t tick) noexcept nogil:
     # within one revolution from the wheel's position: a later deadline is checked once a
     # revolution until it comes
@@ -651,14 +659,25 @@ cdef inline intp_t evict_one(table_t* t, conn_t* recs) noexcept nogil:
     return -1
 
 
-cdef inline void list_for_eviction(table_t* t, const conn_t* c, intp_t rid) noexcept nogil:
+cdef inline void list_for_eviction(table_t* t, const conn_t* recs, intp_t rid) noexcept nogil:
+    """Lists a new connection last in the eviction ring. A full ring first drops its stale
+    entries (connections gone, answered, or reopened since): it is twice the table's
+    capacity, so that frees half of it at least and no live candidate is ever lost."""
+    cdef intp_t mask = t.evict_capacity - 1, read, write
+    cdef uint64_t entry
     if t.evict_ring == NULL:
         return
-    t.evict_ring[t.evict_tail & (t.evict_capacity - 1)] = \
-        (<uint64_t>rid) | ((<uint64_t>c.first_ts) << 32)
+    if t.evict_tail - t.evict_head == t.evict_capacity:
+        write = t.evict_head
+        for read in range(t.evict_head, t.evict_tail):
+            entry = t.evict_ring[read & mask]
+            if <intp_t>(entry & 0xffffffffu) < t.used and \
+                    evictable(&recs[<intp_t>(entry & 0xffffffffu)], entry):
+                t.evict_ring[write & mask] = entry
+                write += 1
+        t.evict_tail = write
+    t.evict_ring[t.evict_tail & mask] = (<uint64_t>rid) | ((<uint64_t>recs[rid].first_ts) << 32)
     t.evict_tail += 1
-    if t.evict_tail - t.evict_head > t.evict_capacity:
-        t.evict_head = t.evict_tail - t.evict_capacity   # the oldest entry is overwritten
 
 
 cdef inline void start_flow(table_t* t, intp_t rid, int d, const events_t* ev,
@@ -807,12 +826,74 @@ cdef inline void pipeline_advance(ring_t* ring, probe_t ix, const table_t* t, co
         stage_walk(ring, ix, t, recs, j)
 
 
+cdef int expire_wheel(table_t* t, conn_t* recs, int64_t now, intp_t* expired) noexcept nogil:
+    """Processes the wheel's ticks up to now's: 0 when done, 1 when the ended buffer filled
+    up (call again after collecting), -1 when a slot could not grow."""
+    cdef wheel_t* w = &t.wheel
+    cdef int64_t now_tick = now // TICK_NS, tick, last, deadline
+    cdef intp_t r, kept, steps, s, rid
+    cdef bucket_t* b
+    cdef conn_t* c
+    cdef uint32_t slot
+    if not w.started or now_tick < w.tick:
+        return 0
+    # a jump of a revolution or more visits every slot once, at the tick each holds
+    steps = min(now_tick - w.tick + 1, <int64_t>WHEEL_SLOTS)
+    for s in range(steps):
+        tick = w.tick + s
+        slot = tick & WHEEL_MASK
+        b = &w.slots[slot]
+        kept = 0
+        r = 0
+        while r < b.len:
+            rid = b.rids[r]
+            r += 1
+            c = &recs[rid]
+            if not (c.status & S_ALIVE) or (t.due[rid] & WHEEL_MASK) != slot:
+                continue                            # gone, or listed in another slot since
+            if <int64_t>t.due[rid] > tick:
+                b.rids[kept] = rid                  # due in a later revolution
+                kept += 1
+                continue
+            deadline = deadline_of(c.last_ts, t.timeout[c.state])
+            if deadline <= now:
+                if t.n_ended + 1 > t.ended_capacity:
+                    # collect first: keep this one and the rest listed, resume at this tick
+                    r -= 1
+                    while r < b.len:
+                        b.rids[kept] = b.rids[r]
+                        kept += 1
+                        r += 1
+                    b.len = kept
+                    w.tick = tick
+                    return 1
+                end_connection(t, c, rid, E_EXPIRED)
+                remove_connection(t, recs, rid, slot_of(t, recs, rid))
+                expired[0] += 1
+                continue
+            # active since it was listed: list it again at its deadline (always > now)
+            last = clamp_tick(w, deadline // TICK_NS)
+            if last < now_tick:
+                last = now_tick
+            t.due[rid] = <uint32_t>last
+            if (last & WHEEL_MASK) == slot:
+                b.rids[kept] = rid
+                kept += 1
+            elif push(&w.slots[last & WHEEL_MASK], <uint32_t>rid) < 0:
+                b.len = kept + (b.len - r)
+                return -1
+        b.len = kept
+    w.tick = now_tick
+    return 0
+
+
 cdef int apply_batch(table_t* t, conn_t* recs, const events_t* events, const walk_t* walk,
                      intp_t start, intp_t n, int64_t* out_conn, uint8_t* out_state,
                      uint8_t* out_verdict, counts_t* cnt, intp_t* stop) noexcept nogil:
     """Applies the events at positions [start, n).
 
-    Returns RC_DONE, or RC_NEED_SPACE / RC_ENDED_FULL with *stop the position to resume at.
+    Returns RC_DONE, or RC_NEED_SPACE / RC_ENDED_FULL / RC_NO_MEMORY with *stop the position
+    to resume at.
     """
     # A local copy of the column pointers: extensions build with -fno-strict-aliasing, so
     # through the caller's struct every store to a record would force them to be reloaded.
@@ -833,7 +914,8 @@ cdef int apply_batch(table_t* t, conn_t* recs, const events_t* events, const wal
     cdef int64_t first_tomb
     cdef int d, rc = RC_DONE
     cdef uint8_t cls, old, nxt, act, verdict, state_out
-    cdef intp_t cell
+    cdef intp_t cell, n_expired = 0
+    cdef int wheel_rc
     cdef conn_t* c
 
     pipeline_start(&ring, ix, t, recs, ev, walk, start, n)
@@ -849,7 +931,8 @@ cdef int apply_batch(table_t* t, conn_t* recs, const events_t* events, const wal
         c_n.events += 1
         class_counts[cls] += 1
         rid = find(ix, recs, ev, i, h, &pos, &first_tomb, &d)
-        if rid >= 0 and t.due != NULL and ev.ts[i] - recs[rid].last_ts >= t.timeout[recs[rid].state]:
+        if rid >= 0 and t.due != NULL and \
+                deadline_of(recs[rid].last_ts, t.timeout[recs[rid].state]) <= ev.ts[i]:
             # idle for its whole timeout (conntrack and Zeek expire at the deadline itself):
             # that connection is over, and this segment meets the key as if for the first
             # time (its slot is where the key goes back)
@@ -888,9 +971,9 @@ cdef int apply_batch(table_t* t, conn_t* recs, const events_t* events, const wal
                 end_connection(t, c, rid, E_CLOSED)
                 start_connection(c, nxt, act, illegal[cls], ev, i)
                 start_flow(t, rid, act == A_FLIP, ev, i)
-                list_for_eviction(t, c, rid)
-                if t.due != NULL and schedule_if_sooner(t, rid, ev.ts[i],
-                                                        ev.ts[i] + t.timeout[nxt]) < 0:
+                list_for_eviction(t, recs, rid)
+                if t.due != NULL and schedule_if_sooner(
+                        t, rid, ev.ts[i], deadline_of(ev.ts[i], t.timeout[nxt])) < 0:
                     rc = RC_NO_MEMORY
                 verdict = V_NEW
                 c_n.new += 1
@@ -901,8 +984,8 @@ cdef int apply_batch(table_t* t, conn_t* recs, const events_t* events, const wal
                     hist[old] -= 1
                     hist[nxt] += 1
                     c.state = nxt
-                    if t.due != NULL and schedule_if_sooner(t, rid, ev.ts[i],
-                                                            c.last_ts + t.timeout[nxt]) < 0:
+                    if t.due != NULL and schedule_if_sooner(
+                            t, rid, ev.ts[i], deadline_of(c.last_ts, t.timeout[nxt])) < 0:
                         rc = RC_NO_MEMORY
                 verdict = V_VALID
                 c_n.valid += 1
@@ -926,6 +1009,17 @@ cdef int apply_batch(table_t* t, conn_t* recs, const events_t* events, const wal
                 c_n.untracked += 1
                 state_out = 0
             else:
+                if t.count >= t.capacity and t.due != NULL:
+                    # full: first let the connections whose time is up go (by this segment's
+                    # clock), before growing or evicting a live one
+                    wheel_rc = expire_wheel(t, recs, ev.ts[i], &n_expired)
+                    c_n.expired += n_expired
+                    n_expired = 0
+                    if wheel_rc != 0:
+                        class_counts[cls] -= 1  # the event is applied again afterwards
+                        c_n.events -= 1
+                        rc = RC_ENDED_FULL if wheel_rc > 0 else RC_NO_MEMORY
+                        break
                 if t.count >= t.capacity and t.evicting:
                     if evict_one(t, recs) >= 0:
                         c_n.evicted += 1
@@ -953,8 +1047,9 @@ cdef int apply_batch(table_t* t, conn_t* recs, const events_t* events, const wal
                 c = &recs[rid]
                 start_connection(c, nxt, act, illegal[cls], ev, i)
                 start_flow(t, rid, act == A_FLIP, ev, i)
-                list_for_eviction(t, c, rid)
-                if t.due != NULL and schedule(t, rid, ev.ts[i], ev.ts[i] + t.timeout[nxt]) < 0:
+                list_for_eviction(t, recs, rid)
+                if t.due != NULL and schedule(t, rid, ev.ts[i],
+                                              deadline_of(ev.ts[i], t.timeout[nxt])) < 0:
                     rc = RC_NO_MEMORY
                 hist[nxt] += 1
                 t.count += 1
@@ -971,7 +1066,7 @@ cdef int apply_batch(table_t* t, conn_t* recs, const events_t* events, const wal
             out_state[i] = state_out
             out_verdict[i] = verdict
         if rc == RC_NO_MEMORY:
-            k += 1
+            k += 1              # this event was applied; its wheel entry is what failed
             break
     else:
         k = n
@@ -1000,67 +1095,6 @@ cdef void lookup_batch(const table_t* t, const conn_t* recs, const events_t* eve
         out_conn[i] = rid * t.n_shards + t.shard if rid >= 0 else -1
         out_state[i] = recs[rid].state if rid >= 0 else 0
         out_direction[i] = <uint8_t>d if rid >= 0 else 0
-
-
-cdef int expire_wheel(table_t* t, conn_t* recs, int64_t now, intp_t* expired) noexcept nogil:
-    """Processes the wheel's ticks up to now's: 0 when done, 1 when the ended buffer filled
-    up (call again after collecting), -1 when a slot could not grow."""
-    cdef wheel_t* w = &t.wheel
-    cdef int64_t now_tick = now // TICK_NS, tick, last, deadline
-    cdef intp_t r, kept, steps, s, rid
-    cdef bucket_t* b
-    cdef conn_t* c
-    cdef uint32_t slot
-    if not w.started or now_tick < w.tick:
-        return 0
-    # a jump of a revolution or more visits every slot once, at the tick each holds
-    steps = min(now_tick - w.tick + 1, <int64_t>WHEEL_SLOTS)
-    for s in range(steps):
-        tick = w.tick + s
-        slot = tick & WHEEL_MASK
-        b = &w.slots[slot]
-        kept = 0
-        r = 0
-        while r < b.len:
-            rid = b.rids[r]
-            r += 1
-            c = &recs[rid]
-            if not (c.status & S_ALIVE) or (t.due[rid] & WHEEL_MASK) != slot:
-                continue                            # gone, or listed in another slot since
-            if <int64_t>t.due[rid] > tick:
-                b.rids[kept] = rid                  # due in a later revolution
-                kept += 1
-                continue
-            deadline = c.last_ts + t.timeout[c.state]
-            if deadline <= now:
-                if t.n_ended + 1 > t.ended_capacity:
-                    # collect first: keep this one and the rest listed, resume at this tick
-                    r -= 1
-                    while r < b.len:
-                        b.rids[kept] = b.rids[r]
-                        kept += 1
-                        r += 1
-                    b.len = kept
-                    w.tick = tick
-                    return 1
-                end_connection(t, c, rid, E_EXPIRED)
-                remove_connection(t, recs, rid, slot_of(t, recs, rid))
-                expired[0] += 1
-                continue
-            # active since it was listed: list it again at its deadline (always > now)
-            last = clamp_tick(w, deadline // TICK_NS)
-            if last < now_tick:
-                last = now_tick
-            t.due[rid] = <uint32_t>last
-            if (last & WHEEL_MASK) == slot:
-                b.rids[kept] = rid
-                kept += 1
-            elif push(&w.slots[last & WHEEL_MASK], <uint32_t>rid) < 0:
-                b.len = kept + (b.len - r)
-                return -1
-        b.len = kept
-    w.tick = now_tick
-    return 0
 
 
 cdef void rebuild_index(table_t* t, const conn_t* recs) noexcept nogil:
@@ -1270,7 +1304,7 @@ cdef class FlowTable:
             if self.t.wheel.slots == NULL:
                 raise MemoryError("expiry wheel")
         if evict:
-            ring = 1 << max(4, (capacity - 1).bit_length())
+            ring = 1 << max(4, (2 * capacity - 1).bit_length())    # see list_for_eviction
             self._evict_ring = np.zeros(ring, dtype=np.uint64)
             self.t.evict_ring = <uint64_t*>cnp.PyArray_DATA(self._evict_ring)
             self.t.evict_capacity = ring
@@ -1317,7 +1351,7 @@ cdef class FlowTable:
             due[: self.t.used] = self._due[: self.t.used]
             self._due = due
             self.t.due = <uint32_t*>cnp.PyArray_DATA(due)
-        if self._evict_ring is not None and len(self._evict_ring) < capacity:
+        if self._evict_ring is not None and len(self._evict_ring) < 2 * capacity:
             self._grow_evict_ring(capacity)
         self.t.index = &index_view[0]
         self.t.nslots = nslots
@@ -1339,10 +1373,10 @@ cdef class FlowTable:
 
     cdef _grow_evict_ring(self, intp_t capacity):
         """A larger ring keeping the listed entries in order."""
-        size = 1 << max(4, (capacity - 1).bit_length())
+        size = 1 << max(4, (2 * capacity - 1).bit_length())
         old = self._evict_ring
-        kept = np.array([old[k & (len(old) - 1)]
-                         for k in range(self.t.evict_head, self.t.evict_tail)], dtype=np.uint64)
+        kept = np.roll(old, -(self.t.evict_head % len(old)))[
+            : self.t.evict_tail - self.t.evict_head].copy()
         ring = np.zeros(size, dtype=np.uint64)
         ring[: len(kept)] = kept
         self._evict_ring = ring
@@ -1400,9 +1434,17 @@ cdef class FlowTable:
                 or (wheel_lists[1].shape[0] and wheel_lists[1].max() >= max(used, 1)))):
             raise ValueError("expiry state must match the records, and only with expiry")
         if (self._evict_ring is None) != (evict_ring is None) or (evict_ring is not None and (
-                evict_ring.dtype != np.uint64 or len(evict_ring) & (len(evict_ring) - 1)
+                evict_ring.dtype != np.uint64 or len(evict_ring) < 2 * self.t.capacity
+                or len(evict_ring) & (len(evict_ring) - 1)
                 or not 0 <= counters["evict_tail"] - counters["evict_head"] <= len(evict_ring))):
-            raise ValueError("the eviction ring must be a power of two, and only with eviction")
+            raise ValueError("the eviction ring must be a power of two, at least twice the "
+                             "capacity, and only with eviction")
+        for array in (flows, due, evict_ring):
+            if array is not None and not (array.flags.writeable and array.flags.c_contiguous):
+                raise ValueError("saved arrays must be writable and contiguous")
+        if due is not None and (wheel_lists[0] < 0).any():
+            raise ValueError("wheel slot lengths must not be negative")
+        self._check_free_list(records, used, counters["free_head"])
         state = records["state"][:used]
         alive = (records["status"][:used] & S_ALIVE) != 0
         if alive.any() and state[alive].max() >= n_states:
@@ -1441,6 +1483,18 @@ cdef class FlowTable:
             self.t.evict_head = counters["evict_head"]
             self.t.evict_tail = counters["evict_tail"]
             self.t.evicting = counters["evicting"]
+
+    @staticmethod
+    def _check_free_list(records, intp_t used, int64_t head):
+        """The free list threaded through dead records (orig_pkts: next, 0xffffffff: end)
+        names only dead records below `used`, each once: what allocation will trust."""
+        status, link = records["status"], records["orig_pkts"]
+        cdef intp_t steps = 0, rid = head
+        while rid >= 0:
+            if rid >= used or status[rid] & S_ALIVE or steps > used:
+                raise ValueError("the free list names a live, unused or repeated record")
+            steps += 1
+            rid = -1 if link[rid] == 0xffffffff else <intp_t>link[rid]
 
     def set_evicting(self, bint evicting):
         """At its bound, a full table with eviction on evicts instead of asking for room."""
@@ -1519,8 +1573,9 @@ cdef class FlowTable:
 
         With `order` (from `partition`), position k is event order[k] and n = len(order);
         `hashes` then gives every event's hash so it is not computed again. Returns
-        (stop, counts): stop < n means the table needs room (resize) before position `stop`;
-        counts holds what the applied events did. Arrays must stay alive during the call,
+        (stop, counts): stop < n means the table needs room (resize or compaction) or its
+        ended buffer collecting (`ended_full`) before position `stop`; counts holds what the
+        applied events did. Arrays must stay alive during the call,
         which the caller's references guarantee.
         """
         cdef intp_t n = len(ts)

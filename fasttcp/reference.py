@@ -13,6 +13,7 @@ tables with the engine, read here as nested lists.
 """
 from __future__ import annotations
 
+import math
 import re
 from collections import deque
 from typing import Any, Hashable, Mapping, Optional, Sequence
@@ -178,19 +179,19 @@ class ReferenceTracker:
 
     def __init__(self, model: str | Model = "rfc793",
                  timeouts: Optional[Mapping[str, float]] = None,
-                 capacity: Optional[int] = None, evict_ring: int = 16,
-                 flows: bool = False) -> None:
+                 capacity: Optional[int] = None, flows: bool = False) -> None:
         """`timeouts` (seconds per state name) turns expiry on, by the segments' clock as the
-        engine's "events" clock does; `capacity` with `evict_ring` (the engine's ring size)
-        turns eviction on at that many connections; `flows` keeps a ZeekView per
-        connection."""
+        engine's "events" clock does; `capacity` turns eviction on at that many connections
+        (a full table first expires by the new segment's clock); `flows` keeps a ZeekView
+        per connection."""
         self.model = get_model(model)
         self.flows = flows
         self.timeout = (None if timeouts is None else
-                        [round(timeouts[name] * 1e9) for name in self.model.states])
+                        [math.inf if timeouts[name] == math.inf else round(timeouts[name] * 1e9)
+                         for name in self.model.states])
         self.now = 0
         self.capacity = capacity
-        self.evict_queue: deque = deque(maxlen=evict_ring)   # (key, first_ts) by creation
+        self.evict_queue: deque = deque()   # (key, first_ts) of connections, by creation
         self._class_of = self.model.class_of.tolist()
         self._table = self.model.table.tolist()
         self._actions = self.model.actions.tolist()
@@ -232,6 +233,9 @@ class ReferenceTracker:
                 stats[verdict] += 1
                 stats["untracked"] += 1
                 return 0, verdict, False
+            if self.capacity is not None and len(self.conns) >= self.capacity \
+                    and self.timeout is not None:
+                self.expire(ts)
             if self.capacity is not None and len(self.conns) >= self.capacity \
                     and not self._evict():
                 stats["refused"] += 1

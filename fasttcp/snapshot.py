@@ -213,15 +213,16 @@ def load(path: PathLike, mmap: bool = False, verify: bool = True) -> "Tracker":
     ----------
     path : str or path-like
     mmap : bool
-        Map the record and flow arrays copy-on-write from the file instead of reading them.
+        Map the tables' own arrays (records, flows, due ticks, eviction ring) copy-on-write
+        from the file instead of reading them.
     verify : bool
         Check every array's CRC-32 (reads all of it, mapped or not).
 
     Raises
     ------
     SnapshotError
-        When the file is not a snapshot, is of another format version, is truncated or
-        damaged. Nothing is built before every check has passed.
+        When the file is not a snapshot, is of another format version, is truncated, damaged
+        or inconsistent. Nothing is returned unless every check has passed.
     """
     from fasttcp.tracker import Tracker
 

@@ -119,14 +119,21 @@ class ConnInfo(NamedTuple):
     direction: str  #: "orig" if the queried source is the originator, else "resp"
 
 
+# The longest finite timeout: deadlines stay far inside int64 nanoseconds.
+_LONGEST_TIMEOUT = 100 * 365.25 * 86400
+
+
 def _timeouts(model: Model, overrides: Mapping[str, float]) -> dict[str, float]:
     """The model's timeouts per state with `overrides` (state or endpoint state names) applied."""
     for name, seconds in overrides.items():
         if name not in model.states and name not in model.endpoint_timeouts:
             raise ValueError(f"model {model.name!r} has no state {name!r} to time out")
-        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds < 0:
-            raise ValueError(f"timeout for {name!r} must be a number of seconds >= 0")
-    timeouts = {state: float(model.timeouts.get(state, 0)) for state in model.states}
+        if (isinstance(seconds, bool) or not isinstance(seconds, (int, float))
+                or not (0 <= seconds <= _LONGEST_TIMEOUT or seconds == math.inf)):
+            raise ValueError(f"timeout for {name!r} must be a number of seconds from 0 to "
+                             f"{_LONGEST_TIMEOUT:.0f} (100 years), or math.inf for never")
+    # a state the model gives no timeout never expires
+    timeouts = {state: float(model.timeouts.get(state, math.inf)) for state in model.states}
     endpoint = {name: float(overrides.get(name, seconds))
                 for name, seconds in model.endpoint_timeouts.items()}
     if model.pairs is not None and set(overrides) & set(endpoint):
@@ -331,7 +338,9 @@ class Tracker:
         """Per state code, the idle timeout in ns (None without expiry)."""
         if not self.expiry:
             return None
-        return np.array([round(self.timeouts[name] * 1e9) for name in self.model.states],
+        never = np.iinfo(np.int64).max
+        return np.array([never if self.timeouts[name] == math.inf
+                         else round(self.timeouts[name] * 1e9) for name in self.model.states],
                         dtype=np.int64)
 
     def _shard_share(self, total: int) -> int:
@@ -529,7 +538,9 @@ class Tracker:
             raise ValueError("this tracker keeps no flows; create it with Tracker(flows=True)")
 
     def _make_room(self, table: _engine.FlowTable) -> bool:
-        """Compacts or grows a table that asked for room; False if it is at its bound."""
+        """Compacts or grows a table that asked for room, or, at its bound with eviction on,
+        lets it evict; False if it can do none of these. (The kernel has already expired
+        what was due by then.)"""
         if table.needs_compaction:
             table.compact_index()
             return True

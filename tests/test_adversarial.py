@@ -31,7 +31,7 @@ class TrackerMachine(RuleBasedStateMachine):
         self.tracker = fasttcp.Tracker(self.model, capacity=2, max_capacity=8, evict=True,
                                        flows=True, seed=5)
         self.reference = ReferenceTracker(self.model, timeouts=self.tracker.timeouts,
-                                          capacity=8, evict_ring=16)
+                                          capacity=8)
         self.now = 0
         self.ended = []
         self.directory = tempfile.mkdtemp()

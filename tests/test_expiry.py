@@ -186,7 +186,7 @@ def test_expiry_and_eviction_match_the_reference(events, cuts, model, evict, cap
     tracker = fasttcp.Tracker(model, capacity=capacity, max_capacity=bound, evict=evict,
                               flows=True, seed=3)
     ref = ReferenceTracker(model, timeouts=tracker.timeouts,
-                           capacity=capacity if evict else None, evict_ring=16)
+                           capacity=capacity if evict else None)
     edges = [0] + sorted(c for c in cuts if c <= n) + [n]
     for lo, hi in zip(edges, edges[1:]):
         part = {k: v[lo:hi] for k, v in cols.items()}
@@ -216,3 +216,58 @@ def test_zeek_inactivity_timeout_splits_a_connection():
     flows = np.concatenate([t.pop_flows(), t.live_flows()])
     assert [(f["history"].decode(), CONN_STATES[f["conn_state"]], ENDED[f["ended"]])
             for f in flows] == [("Da", "OTH", "expired"), ("D", "OTH", "live")]
+
+
+# -- found in review --------------------------------------------------------------------------
+
+def test_a_full_table_makes_room_by_expiring_first():
+    """At its bound, a table lets the connections whose time is up go before raising or
+    evicting a live one (by the new segment's clock)."""
+    for evict in (False, True):
+        t = fasttcp.Tracker("conntrack", capacity=4, max_capacity=4, evict=evict)
+        for port in range(1, 5):
+            segment(t, T0, SYN, port)          # SYN_SENT: 120 s
+        segment(t, T0 + 200 * S, SYN, 9)      # the four are past their time: no error
+        assert len(t) == 1 and t.stats["expired"] == 4
+        assert t.stats["evicted"] == 0 and t.stats["refused"] == 0
+
+
+def test_churn_cannot_flush_half_open_connections_out_of_the_eviction_ring():
+    capacity = 64
+    t = fasttcp.Tracker("conntrack", capacity=capacity, max_capacity=capacity, evict=True)
+    for port in range(1, capacity + 1):
+        segment(t, T0, SYN, port)              # a table full of half-open connections
+    for k in range(20 * capacity):             # then a key reset and reopened again and again
+        segment(t, T0 + 1 + k, RST, 1)
+        segment(t, T0 + 1 + k, SYN, 1)
+    for port in range(1000, 1010):             # new connections still find one to evict
+        segment(t, T0 + S, SYN, port)
+    assert t.stats["refused"] == 0 and t.stats["evicted"] >= 10
+
+
+def test_huge_timeouts_mean_never_and_models_without_timeouts_keep_connections():
+    t = fasttcp.Tracker("conntrack", timeouts={"ESTABLISHED": float("inf")})
+    handshake(t, T0)
+    assert t.expire(T0 + 10**9 * S) == 0 and len(t) == 1
+    bare = fasttcp.compile_model("bare", ["NEW", "OPEN"], {"o": "OPEN"}, "* SYN o", default="o")
+    t = fasttcp.Tracker(bare)
+    segment(t, T0, SYN)
+    assert t.expire(T0 + 10**6 * S) == 0 and len(t) == 1
+    assert t.timeouts["OPEN"] == float("inf")
+
+
+def test_a_crafted_snapshot_free_list_is_refused(tmp_path):
+    """Checksums only show damage; a file written with a bad free-list link (which allocation
+    would follow out of the records) is refused on its content."""
+    from fasttcp.snapshot import SnapshotError
+    t = fasttcp.Tracker("conntrack", capacity=8)
+    segment(t, T0, SYN, 1)
+    segment(t, T0, SYN, 2)
+    segment(t, T0, RST, 1)                     # closed unanswered: record 0 is freed
+    records = t._tables[4][0].storage[0]
+    assert records["status"][0] == 0
+    records["orig_pkts"][0] = 50_000_000       # its free-list link, far past the records
+    path = tmp_path / "t.snap"
+    t.save(path)
+    with pytest.raises(SnapshotError, match="free list"):
+        fasttcp.Tracker.load(path)

@@ -216,8 +216,9 @@ def test_timeouts_documented_and_overridable():
     assert Tracker("conntrack", timeouts={"ESTABLISHED": 3600}).timeouts["ESTABLISHED"] == 3600
     with pytest.raises(ValueError, match="no state 'NOPE'"):
         Tracker(timeouts={"NOPE": 1})
-    with pytest.raises(ValueError, match="seconds >= 0"):
-        Tracker(timeouts={"TIME_WAIT": -1})
+    for bad in (-1, 1e10, float("nan")):
+        with pytest.raises(ValueError, match="seconds from 0 to .* or math.inf"):
+            Tracker(timeouts={"TIME_WAIT": bad})
 
 
 def test_rfc793_is_the_default_and_complete():
