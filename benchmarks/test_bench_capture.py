@@ -8,6 +8,7 @@ headers only, Ethernet/IPv4/TCP) and read from the page cache. Rates are printed
 """
 import io
 
+import numpy as np
 import pytest
 
 import fasttcp
@@ -58,12 +59,16 @@ def test_analyze_with_csv(benchmark, capture, tmp_path):
     per_second(benchmark, packets)
 
 
-@pytest.mark.parametrize("flows", [False, True], ids=["flags-only", "with-flows"])
-def test_track_segments(benchmark, capture, flows):
-    """The tracker alone on the capture's segments (already read): what keeping flows costs."""
+@pytest.mark.parametrize("sequence", [False, True], ids=["flags-only", "sequence-aware"])
+@pytest.mark.parametrize("flows", [False, True], ids=["no-flows", "flows"])
+def test_track_segments(benchmark, capture, sequence, flows):
+    """The tracker alone on the capture's segments (already read): what sequence awareness
+    and keeping flows cost."""
     path, packets = capture
     with fasttcp.open_capture(path) as cap:
-        batches = [batch.ipv4 for batch in cap]
+        batches = [batch.ipv4 if sequence else batch.ipv4[list(fasttcp.EVENT_DTYPE.names)]
+                   for batch in cap]
+    batches = [np.ascontiguousarray(b) for b in batches]
 
     def track():
         tracker = fasttcp.Tracker(capacity=1 << 18, max_capacity=1 << 20, flows=flows)

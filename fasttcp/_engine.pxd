@@ -1,4 +1,4 @@
-from fasttcp._typedefs cimport int64_t, intp_t, uint8_t, uint16_t, uint32_t, uint64_t
+from fasttcp._typedefs cimport int8_t, int64_t, intp_t, uint8_t, uint16_t, uint32_t, uint64_t
 
 
 cdef struct addr6_t:
@@ -47,6 +47,21 @@ ctypedef fused conn_t:
     conn6_t
 
 
+# One direction's sequence space, as a sequence-aware tracker keeps it (netfilter's td_*).
+cdef struct seq_dir_t:
+    uint32_t end                # the sequence number after all this side has sent
+    uint32_t maxend             # the highest sequence number the peer's ack and window allow
+    uint32_t maxwin             # the largest window this side advertised (scaled)
+    uint32_t fin_end            # the sequence number after this side's FIN (with SQ_FIN)
+    uint8_t scale               # this side's window scale (with SQ_SCALED)
+    uint8_t flags               # SQ_* bits
+    uint16_t unused
+
+cdef struct seq_t:
+    seq_dir_t orig              # indexed by direction, as the record's orig_/resp_ pairs
+    seq_dir_t resp
+
+
 # What Zeek would say about a connection, kept beside its record when a tracker keeps flows
 # (a separate array, so trackers without flows keep 64-byte connections).
 cdef struct flow_t:
@@ -68,6 +83,10 @@ cdef struct events_t:
     const uint16_t* dport
     const uint8_t* flags
     const uint32_t* length
+    const uint32_t* seq         # sequence columns (all NULL: flags-only tracking)
+    const uint32_t* ack
+    const uint16_t* window      # raw window field
+    const int8_t* wscale        # a SYN's window-scale option, -1 if absent
     const intp_t* order         # the events to apply, by index, in this order; NULL: all
     const uint64_t* hash        # precomputed event hashes (by event index); NULL: compute
 
@@ -84,6 +103,9 @@ cdef struct counts_t:
     int64_t expired         # connections idle past their state's timeout
     int64_t evicted         # connections dropped to make room for a new one
     int64_t refused         # new connections not tracked: full, and nothing could be evicted
+    int64_t out_of_window   # segments outside the receiver's window (sequence-aware only)
+    int64_t retransmitted   # segments carrying data their sender had sent before
+    int64_t zero_window     # segments advertising a zero window
 
 
 # Expiry: a timer wheel of one-second ticks. Each live connection is listed in the slot of its
@@ -140,6 +162,9 @@ cdef struct table_t:
     intp_t evict_tail
     intp_t evict_capacity       # a power of two
     bint evicting               # the table is at its bound: a full table evicts
+    # sequence awareness (NULL until a batch brings seq, ack and window)
+    seq_t* seq                  # one per record
+    const uint8_t* early        # [class] -> its class when it does not yet ack the peer's FIN
     # flows (NULL when the tracker keeps none)
     flow_t* flows               # one per record
     void* ended                 # records of connections the model ended, awaiting collection

@@ -25,7 +25,8 @@ from libc.stdint cimport INT64_MAX
 from libc.stdlib cimport calloc, free, realloc
 from libc.string cimport memcpy, memset
 
-from fasttcp._typedefs cimport int64_t, intp_t, uint8_t, uint16_t, uint32_t, uint64_t
+from fasttcp._typedefs cimport int8_t, int64_t, intp_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdint cimport int32_t
 
 cnp.import_array()
 
@@ -563,6 +564,107 @@ def zeek_columns(const uint8_t[::1] flow_states, const uint8_t[::1] status,
             out_conn_state[i] = conn_state(&f[i], orig_bytes[i], resp_bytes[i])
 
 
+# Sequence awareness: netfilter's tcp_in_window, after van Rooij's "Real Stateful TCP Packet
+# Filtering", in its four bounds; the window scale comes from the SYNs (RFC 7323).
+cdef enum:
+    SQ_SEEN = 1          # this side has sent a segment
+    SQ_FIN = 2           # and a FIN (fin_end holds where it ends)
+    SQ_SCALED = 4        # its SYN offered window scaling
+    SQ_LIMIT = 8         # maxend is known (from the peer's ack and window, or its own end)
+    SQ_PICKED_UP = 16    # first seen without its SYN: its window scale is unknown
+    MAX_ACK_WINDOW = 66000   # netfilter's floor for how far behind an ack may be
+    SEQ_IN_WINDOW = 0
+    SEQ_OUT_OF_WINDOW = 1
+    SEQ_RETRANSMISSION = 2
+
+
+cdef inline bint seq_before(uint32_t a, uint32_t b) noexcept nogil:
+    return <int32_t>(a - b) < 0
+
+
+cdef inline bint seq_after(uint32_t a, uint32_t b) noexcept nogil:
+    return <int32_t>(a - b) > 0
+
+
+cdef inline void seq_start(table_t* t, intp_t rid, int d, const events_t* ev,
+                           intp_t i) noexcept nogil:
+    """A (re)started connection's sequence state, from its first segment if the batch has
+    sequence numbers, else unseen."""
+    if t.seq == NULL:
+        return
+    memset(&t.seq[rid], 0, sizeof(seq_t))
+    if ev.seq != NULL:
+        seq_segment(&t.seq[rid], d, ev, i)
+
+
+cdef inline int seq_segment(seq_t* sq, int d, const events_t* ev, intp_t i) noexcept nogil:
+    """Checks a segment against its receiver's window and records it. Returns SEQ_*: a side
+    is taken as it comes until both have been seen (a pickup mid-stream is liberal)."""
+    cdef seq_dir_t* snd = (&sq.orig) + d
+    cdef seq_dir_t* rcv = (&sq.orig) + (1 - d)
+    cdef uint8_t flags = ev.flags[i]
+    cdef bint syn = (flags & 0x02) != 0, fin = (flags & 0x01) != 0
+    cdef bint rst = (flags & 0x04) != 0, ack = (flags & 0x10) != 0
+    cdef uint32_t seq = ev.seq[i], length = ev.length[i]
+    cdef uint32_t end = seq + length + syn + fin, ackno = ev.ack[i], limit, window
+    cdef int result = SEQ_IN_WINDOW
+    if syn and ev.wscale[i] >= 0:
+        snd.flags |= SQ_SCALED
+        snd.scale = <uint8_t>(ev.wscale[i] if ev.wscale[i] <= 14 else 14)
+    if not (snd.flags & SQ_SEEN) and not syn:
+        snd.flags |= SQ_PICKED_UP
+    # the window of a SYN is never scaled, nor any window unless both SYNs offered scaling; a
+    # side picked up mid-stream may scale by any factor, so its windows are taken at the
+    # largest (liberal about windows, exact about acks)
+    window = ev.window[i]
+    if snd.flags & SQ_PICKED_UP:
+        window = window << 14
+    elif not syn and snd.flags & SQ_SCALED and rcv.flags & SQ_SCALED:
+        window = window << snd.scale
+    if not (snd.flags & SQ_SEEN):
+        snd.flags |= SQ_SEEN
+        snd.end = end
+        if not (snd.flags & SQ_LIMIT) or seq_after(end, snd.maxend):
+            snd.maxend = end
+            snd.flags |= SQ_LIMIT
+        snd.maxwin = window if window else 1
+    else:
+        if rcv.flags & SQ_SEEN:
+            if (seq_after(seq, snd.maxend)                            # beyond the window
+                    or seq_before(end, snd.end - rcv.maxwin)          # too far behind
+                    or (ack and (seq_after(ackno, rcv.end)            # acks unsent data
+                                 or seq_before(ackno, rcv.end - (snd.maxwin if snd.maxwin >
+                                                                 MAX_ACK_WINDOW else
+                                                                 MAX_ACK_WINDOW))))
+                    or (snd.flags & SQ_FIN and length and seq_after(end, snd.fin_end))):
+                return SEQ_OUT_OF_WINDOW                              # (the last: data after FIN)
+        if seq_after(end, snd.end):
+            snd.end = end
+        elif length and not rst:
+            result = SEQ_RETRANSMISSION
+        if window > snd.maxwin:
+            snd.maxwin = window
+    if ack and not rst:
+        limit = ackno + (window if window else 1)
+        if not (rcv.flags & SQ_LIMIT) or seq_after(limit, rcv.maxend):
+            rcv.maxend = limit
+            rcv.flags |= SQ_LIMIT
+    if fin and not (snd.flags & SQ_FIN):
+        snd.flags |= SQ_FIN
+        snd.fin_end = end
+    return result
+
+
+cdef inline uint8_t seq_class(const table_t* t, const seq_t* sq, int d, uint8_t cls,
+                              const events_t* ev, intp_t i) noexcept nogil:
+    """The flag class refined by the ack number: an ACK or FIN-ACK that does not yet cover the
+    peer's FIN is its "early" class, so a model can tell FIN_WAIT_2 and CLOSING apart."""
+    cdef const seq_dir_t* rcv = (&sq.orig) + (1 - d)
+    if (ev.flags[i] & 0x10) and rcv.flags & SQ_FIN and seq_before(ev.ack[i], rcv.fin_end):
+        return t.early[cls]
+    return cls
+
+
 cdef inline void end_connection(table_t* t, const conn_t* c, intp_t rid,
                                 uint8_t reason) noexcept nogil:
     """Copies a connection that is ending into the ended buffer (kept flows only; the kernel
@@ -915,7 +1017,7 @@ cdef int apply_batch(table_t* t, conn_t* recs, const events_t* events, const wal
     cdef int d, rc = RC_DONE
     cdef uint8_t cls, old, nxt, act, verdict, state_out
     cdef intp_t cell, n_expired = 0
-    cdef int wheel_rc
+    cdef int wheel_rc, seq_rc
     cdef conn_t* c
 
     pipeline_start(&ring, ix, t, recs, ev, walk, start, n)
@@ -942,6 +1044,12 @@ cdef int apply_batch(table_t* t, conn_t* recs, const events_t* events, const wal
             if first_tomb < 0:
                 first_tomb = <int64_t>pos
             rid = -1
+        seq_rc = SEQ_IN_WINDOW
+        if rid >= 0 and t.seq != NULL and ev.seq != NULL:
+            cls = seq_class(t, &t.seq[rid], d, cls, ev, i)
+            seq_rc = seq_segment(&t.seq[rid], d, ev, i)
+            c_n.retransmitted += seq_rc == SEQ_RETRANSMISSION
+            c_n.zero_window += ev.window[i] == 0 and not (ev.flags[i] & 0x04)
         if rid >= 0:
             c = &recs[rid]
             if illegal[cls]:
@@ -950,6 +1058,11 @@ cdef int apply_batch(table_t* t, conn_t* recs, const events_t* events, const wal
             cell = (old * 2 + d) * n_classes + cls
             nxt = trans[cell]
             act = actions[cell]
+            if seq_rc == SEQ_OUT_OF_WINDOW:
+                # outside the receiver's window: a forged or stray segment, which must not
+                # move the connection (a RST or FIN included)
+                nxt = C_INVALID
+                c_n.out_of_window += 1
             if nxt == C_INVALID:
                 count_segment(c, d, ev, i)
                 step_flow(t, rid, d, ev, i)
@@ -971,6 +1084,7 @@ cdef int apply_batch(table_t* t, conn_t* recs, const events_t* events, const wal
                 end_connection(t, c, rid, E_CLOSED)
                 start_connection(c, nxt, act, illegal[cls], ev, i)
                 start_flow(t, rid, act == A_FLIP, ev, i)
+                seq_start(t, rid, act == A_FLIP, ev, i)
                 list_for_eviction(t, recs, rid)
                 if t.due != NULL and schedule_if_sooner(
                         t, rid, ev.ts[i], deadline_of(ev.ts[i], t.timeout[nxt])) < 0:
@@ -1047,6 +1161,7 @@ cdef int apply_batch(table_t* t, conn_t* recs, const events_t* events, const wal
                 c = &recs[rid]
                 start_connection(c, nxt, act, illegal[cls], ev, i)
                 start_flow(t, rid, act == A_FLIP, ev, i)
+                seq_start(t, rid, act == A_FLIP, ev, i)
                 list_for_eviction(t, recs, rid)
                 if t.due != NULL and schedule(t, rid, ev.ts[i],
                                               deadline_of(ev.ts[i], t.timeout[nxt])) < 0:
@@ -1205,7 +1320,8 @@ cdef struct one_event_t:
 
 
 COUNT_NAMES = ("events", "new", "valid", "invalid", "ignored", "untracked", "closed",
-               "expired", "evicted", "refused")
+               "expired", "evicted", "refused", "out_of_window", "retransmitted",
+               "zero_window")
 # counts_t is read as an int64 array in COUNT_NAMES order
 if sizeof(counts_t) != len(COUNT_NAMES) * sizeof(int64_t):
     raise ImportError("counts_t and COUNT_NAMES disagree")
@@ -1236,11 +1352,12 @@ cdef class FlowTable:
     cdef object _due           # uint32 per record (expiry), or None
     cdef object _timeout       # int64 ns per state (expiry), or None
     cdef object _evict_ring    # uint64 ring (eviction), or None
+    cdef object _seq           # uint8 (capacity, sizeof(seq_t)) sequence state, or None
 
     def __cinit__(self, int family, intp_t capacity, class_of, trans, actions, illegal,
                   intp_t n_states, intp_t n_classes, keys, int shard=0, int n_shards=1,
                   bint flows=False, intp_t ended_capacity=4096, timeouts=None,
-                  bint evict=False):
+                  bint evict=False, early=None):
         if family not in (4, 6):
             raise ValueError(f"address family must be 4 or 6, not {family!r}")
         if n_shards not in (1, 2, 4) or not 0 <= shard < n_shards:
@@ -1255,6 +1372,10 @@ cdef class FlowTable:
         trans = np.array(trans, dtype=np.uint8, copy=True).ravel()
         actions = np.array(actions, dtype=np.uint8, copy=True).ravel()
         illegal = (np.array(illegal, copy=True).ravel() != 0).astype(np.uint8)
+        early = (np.arange(n_classes, dtype=np.uint8) if early is None
+                 else np.array(early, dtype=np.uint8, copy=True).ravel())
+        if early.shape[0] != n_classes or early.max() >= n_classes:
+            raise ValueError(f"early must map each of the {n_classes} classes to a class")
         if illegal.shape[0] != n_classes:
             raise ValueError(f"illegal must have one entry per flag class ({n_classes})")
         if class_of.shape[0] != 256 or class_of.max() >= n_classes:
@@ -1270,11 +1391,13 @@ cdef class FlowTable:
         cdef const uint8_t[::1] trans_v = trans
         cdef const uint8_t[::1] actions_v = actions
         cdef const uint8_t[::1] illegal_v = illegal
+        cdef const uint8_t[::1] early_v = early
         memset(&self.t, 0, sizeof(table_t))
         memset(&self.totals, 0, sizeof(counts_t))
         self.family = family
-        self._model_arrays = (class_of, trans, actions, illegal)
+        self._model_arrays = (class_of, trans, actions, illegal, early)
         self.t.illegal = &illegal_v[0]
+        self.t.early = &early_v[0]
         self.t.class_of = &class_v[0]
         self.t.trans = &trans_v[0]
         self.t.actions = &actions_v[0]
@@ -1351,6 +1474,11 @@ cdef class FlowTable:
             due[: self.t.used] = self._due[: self.t.used]
             self._due = due
             self.t.due = <uint32_t*>cnp.PyArray_DATA(due)
+        if self._seq is not None:
+            seq = np.zeros((capacity, sizeof(seq_t)), dtype=np.uint8)
+            seq[: self.t.used] = self._seq[: self.t.used]
+            self._seq = seq
+            self.t.seq = <seq_t*>cnp.PyArray_DATA(seq)
         if self._evict_ring is not None and len(self._evict_ring) < 2 * capacity:
             self._grow_evict_ring(capacity)
         self.t.index = &index_view[0]
@@ -1409,7 +1537,7 @@ cdef class FlowTable:
                 at += self.t.wheel.slots[i].len
         return lengths, entries
 
-    def restore(self, records, flows, due, evict_ring, wheel_lists, class_counts,
+    def restore(self, records, flows, due, evict_ring, seq, wheel_lists, class_counts,
                 dict counters):
         """Takes over saved storage (records, flows, due ticks, eviction ring) as this table's,
         without a copy (memory maps will do: writable, contiguous, this table's capacity), and
@@ -1439,9 +1567,12 @@ cdef class FlowTable:
                 or not 0 <= counters["evict_tail"] - counters["evict_head"] <= len(evict_ring))):
             raise ValueError("the eviction ring must be a power of two, at least twice the "
                              "capacity, and only with eviction")
-        for array in (flows, due, evict_ring):
+        for array in (flows, due, evict_ring, seq):
             if array is not None and not (array.flags.writeable and array.flags.c_contiguous):
                 raise ValueError("saved arrays must be writable and contiguous")
+        if seq is not None and (seq.dtype != np.uint8
+                                or seq.shape != (self.t.capacity, sizeof(seq_t))):
+            raise ValueError("sequence state must be uint8 (capacity, record size)")
         if due is not None and (wheel_lists[0] < 0).any():
             raise ValueError("wheel slot lengths must not be negative")
         self._check_free_list(records, used, counters["free_head"])
@@ -1476,6 +1607,9 @@ cdef class FlowTable:
                     if push(&self.t.wheel.slots[i], entries[rid]) < 0:
                         raise MemoryError("expiry wheel")
                 at += lengths[i]
+        if seq is not None:
+            self._seq = seq
+            self.t.seq = <seq_t*>cnp.PyArray_DATA(seq)
         if evict_ring is not None:
             self._evict_ring = evict_ring
             self.t.evict_ring = <uint64_t*>cnp.PyArray_DATA(evict_ring)
@@ -1538,6 +1672,17 @@ cdef class FlowTable:
         """Drops tombstones by rebuilding the index in place."""
         self._rebuild()
 
+    def enable_sequence(self):
+        """Keeps sequence state from now on (connections already tracked start unseen, and
+        are taken liberally until both sides have been seen with sequence numbers)."""
+        if self._seq is None:
+            self._seq = np.zeros((self.t.capacity, sizeof(seq_t)), dtype=np.uint8)
+            self.t.seq = <seq_t*>cnp.PyArray_DATA(self._seq)
+
+    @property
+    def sequence_aware(self):
+        return self._seq is not None
+
     cdef events_t _events(self, ts, src, sport, dst, dport, flags, length):
         cdef events_t ev
         cdef const int64_t[::1] ts_v = ts
@@ -1568,7 +1713,7 @@ cdef class FlowTable:
     def update(self, ts, src, sport, dst, dport, flags, length, intp_t start,
                int64_t[::1] out_conn=None, uint8_t[::1] out_state=None,
                uint8_t[::1] out_verdict=None, const intp_t[::1] order=None,
-               const uint64_t[::1] hashes=None):
+               const uint64_t[::1] hashes=None, sequence=None):
         """Applies the events at positions [start, n) of validated, contiguous columns.
 
         With `order` (from `partition`), position k is event order[k] and n = len(order);
@@ -1582,6 +1727,17 @@ cdef class FlowTable:
         cdef events_t ev = self._events(ts, src, sport, dst, dport, flags, length)
         cdef counts_t cnt
         cdef intp_t stop = start
+        cdef const uint32_t[::1] seq_v, ack_v
+        cdef const uint16_t[::1] window_v
+        cdef const int8_t[::1] wscale_v
+        if sequence is not None and n > 0:
+            seq_v, ack_v, window_v, wscale_v = sequence
+            if not (seq_v.shape[0] == ack_v.shape[0] == window_v.shape[0] == wscale_v.shape[0]
+                    == n):
+                raise ValueError("sequence columns must match the batch in length")
+            self.enable_sequence()
+            ev.seq, ev.ack, ev.window, ev.wscale = &seq_v[0], &ack_v[0], &window_v[0], \
+                &wscale_v[0]
         cdef int64_t* conn_p = NULL
         cdef uint8_t* state_p = NULL
         cdef uint8_t* verdict_p = NULL
@@ -1773,9 +1929,9 @@ cdef class FlowTable:
 
     @property
     def storage(self):
-        """(records, flows, due ticks, eviction ring), None where not kept: the whole arrays
-        the table owns, for snapshots."""
-        return self._records, self._flows, self._due, self._evict_ring
+        """(records, flows, due ticks, eviction ring, sequence state), None where not kept:
+        the whole arrays the table owns, for snapshots."""
+        return self._records, self._flows, self._due, self._evict_ring, self._seq
 
     @property
     def records(self):

@@ -37,7 +37,7 @@ except ImportError:                                          # pragma: no cover
 
 from fasttcp.capture import SKIP_REASONS, CaptureStats, open_capture
 from fasttcp.flows import FLOW_DTYPE, to_pandas
-from fasttcp.tracker import SEGMENT6_DTYPE, SEGMENT_DTYPE, Tracker, addresses
+from fasttcp.tracker import EVENT_DTYPE, SEGMENT6_DTYPE, SEGMENT_DTYPE, Tracker, addresses
 
 __all__ = ["flows_from_captures", "flows_from_events", "flow_partition", "EVENT_COLUMNS",
            "TCPDUMP_FLAGS"]
@@ -52,6 +52,9 @@ EVENT_COLUMNS = {
     "dport": "receiver port",
     "flags": "TCP flags: the flags byte as an integer, or tcpdump's letters (for example 'S.')",
     "length": "TCP payload bytes (optional; 0 when absent)",
+    "seq, ack, window, wscale": "sequence and acknowledgement numbers, raw window, a SYN's "
+                                "window-scale option (optional; with the first three the "
+                                "tracking is sequence-aware)",
 }
 #: tcpdump's flag letters ('.' is ACK, 'W' is CWR).
 TCPDUMP_FLAGS = {"F": 0x01, "S": 0x02, "R": 0x04, "P": 0x08, ".": 0x10, "U": 0x20, "E": 0x40,
@@ -113,13 +116,17 @@ def _read_and_split(path: str, partitions: int, strict: bool) -> dict[Any, Any]:
 
 
 def _track(pieces: dict[int, list[np.ndarray]], model: str,
-           timeouts: Optional[Mapping[str, float]], now: int) -> pd.DataFrame:
-    """Stage 2: one part's segments from every source, in time order, through one Tracker."""
+           timeouts: Optional[Mapping[str, float]], now: int,
+           sequence: bool = True) -> pd.DataFrame:
+    """Stage 2: one part's segments from every source, in time order, through one Tracker
+    (sequence-aware unless the source had no sequence numbers)."""
     tracker = Tracker(model, capacity=1 << 12, max_capacity=1 << 28, timeouts=timeouts,
                       flows=True)
     for family in (4, 6):
         segments = np.concatenate(pieces[family])
         segments = segments[np.argsort(segments["ts"], kind="stable")]
+        if not sequence:
+            segments = segments[list(EVENT_DTYPE.names or ())]
         for at in range(0, len(segments), _ROWS_PER_UPDATE):
             tracker.update(segments[at:at + _ROWS_PER_UPDATE])
     tracker.expire(now)
@@ -205,6 +212,9 @@ def _segments_of(frame: pd.DataFrame) -> dict[int, np.ndarray]:
         seg["flags"] = np.asarray(flags)[rows]
         seg["length"] = np.asarray(length)[rows]
         seg["wscale"] = -1
+        for name in ("seq", "ack", "window", "wscale"):
+            if name in frame:
+                seg[name] = frame[name].to_numpy()[rows]
         out[family] = seg
     return out
 
@@ -247,13 +257,15 @@ def flows_from_events(events: dd.DataFrame, columns: Optional[Mapping[str, str]]
     now = events["ts"].max()
     meta = _meta(model)
 
+    sequence = {"seq", "ack", "window"} <= set(events.columns)
+
     def track(frame: pd.DataFrame, now: Any) -> pd.DataFrame:
         if not len(frame):
             return meta
         latest = pd.Timestamp(now).value if isinstance(now, (pd.Timestamp, np.datetime64)) \
             else int(now)
         return _track({f: [a] for f, a in _segments_of(frame).items()}, model, timeouts,
-                      latest)
+                      latest, sequence)
 
     return shuffled.map_partitions(track, now, meta=meta, align_dataframes=False)
 

@@ -64,8 +64,15 @@ FIN, SYN, RST, PSH, ACK, URG, ECE, CWR = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x4
 # The first five are the combinations a TCP stack sends; the rest are what scanners and broken
 # stacks send. Order matters only for the codes.
 FLAG_CLASSES = ("SYN", "SYNACK", "FIN", "ACK", "RST",
-                "SYNFIN", "SYNRST", "FIN_NOACK", "NULL", "XMAS", "OTHER")
-ILLEGAL_CLASSES = FLAG_CLASSES[5:]
+                "SYNFIN", "SYNRST", "FIN_NOACK", "NULL", "XMAS", "OTHER",
+                "ACK_EARLY", "FIN_EARLY")
+ILLEGAL_CLASSES = FLAG_CLASSES[5:11]
+# With sequence numbers, an ACK or FIN-ACK whose ack does not yet cover the peer's FIN takes
+# its "early" class (no flags byte maps to one): that is what tells FIN_WAIT_1 from FIN_WAIT_2
+# and a simultaneous close (CLOSING) from an ordinary one. A model that does not say otherwise
+# treats each like its base class.
+EARLY_CLASSES = {"ACK": "ACK_EARLY", "FIN": "FIN_EARLY"}
+_BASE_OF = {early: base for base, early in EARLY_CLASSES.items()}
 DIRECTIONS = ("orig", "resp")
 
 # Combinations of FIN SYN RST ACK URG that Linux accepts (tcp_valid_flags in
@@ -188,6 +195,16 @@ class Model:
                            MappingProxyType(dict(self.endpoint_timeouts)))
 
     @property
+    def early(self) -> np.ndarray:
+        """uint8 per flag class: the class a segment of it takes when its ack does not yet
+        cover the peer's FIN (EARLY_CLASSES), itself for the others."""
+        codes = np.arange(len(self.flag_classes), dtype=np.uint8)
+        for base, early in EARLY_CLASSES.items():
+            if base in self.flag_classes and early in self.flag_classes:
+                codes[self.flag_classes.index(base)] = self.flag_classes.index(early)
+        return codes
+
+    @property
     def illegal_mask(self) -> np.ndarray:
         """uint8 per flag class: 1 where the class is counted as illegal."""
         return np.array([c in self.illegal_classes for c in self.flag_classes], dtype=np.uint8)
@@ -238,7 +255,8 @@ def compile_model(
         CLASSES one flag class or several joined by ``|``; then one cell per state in order, or a
         single cell for all states. Cells are aliases, a state's optionally followed by a
         marker (``*``, ``~``, ``^``, ``+``: see the module docstring).
-        ``#`` starts a comment. Every (direction, class) pair must be given exactly once.
+        ``#`` starts a comment. Every (direction, class) pair must be given exactly once;
+        ACK_EARLY and FIN_EARLY, when not given, copy the ACK and FIN rows.
     flag_classes : sequence of str
     classify : callable
         Maps a flags byte (0..255) to one of `flag_classes`.
@@ -301,6 +319,13 @@ def compile_model(
                 given[d, cls] = lineno
                 table[:, d, cls] = [code for code, _ in parsed]
                 actions[:, d, cls] = [act for _, act in parsed]
+    for base, early in EARLY_CLASSES.items():    # unless given, an early class is its base
+        if base in flag_classes and early in flag_classes:
+            b, e = flag_classes.index(base), flag_classes.index(early)
+            for d in (0, 1):
+                if (d, e) not in given and (d, b) in given:
+                    table[:, d, e], actions[:, d, e] = table[:, d, b], actions[:, d, b]
+                    given[d, e] = given[d, b]
     missing = [(d, i) for d in (0, 1) for i in range(len(flag_classes)) if (d, i) not in given]
     if default is not None:
         code, act = _parse_cell(default, alias_codes, "default")
@@ -338,8 +363,12 @@ def tabulate_model(
     endpoint_states: Sequence[str] = (),
     pairs: np.ndarray | None = None,
     endpoint_timeouts: Mapping[str, float] | None = None,
+    refines_acks: bool = False,
 ) -> Model:
     """Builds a `Model` by asking `rule(state, direction, flag_class)` for every cell.
+
+    Unless `refines_acks`, the rule is asked about ACK and FIN for the early classes too
+    (EARLY_CLASSES), as if sequence numbers were not known.
 
     `rule` returns (result, action): result a state name, ``"invalid"`` or ``"ignore"``;
     action ``""``, ``"reopen"``, ``"close_unreplied"``, ``"flip"`` or ``"pickup"``. Suited to
@@ -359,7 +388,8 @@ def tabulate_model(
     for si, state in enumerate(states):
         for d, direction in enumerate(DIRECTIONS):
             for ci, cls in enumerate(flag_classes):
-                result, action = rule(state, direction, cls)
+                asked = cls if refines_acks else _BASE_OF.get(cls, cls)
+                result, action = rule(state, direction, asked)
                 if result not in codes or action not in action_codes:
                     raise ValueError(f"rule({state!r}, {direction!r}, {cls!r}) gave "
                                      f"{(result, action)!r}: no such state or action")
@@ -531,6 +561,15 @@ def _rfc793_segment(sender: str, receiver: str, cls: str) -> tuple[str, str, str
     """
     if cls == "RST":
         return ("CLOSED", "CLOSED", "")
+    if cls == "ACK_EARLY":
+        # the receiver's FIN is still unacknowledged: it stays where it is
+        return (sender, receiver, "") if sender in _ACK_SENDERS else "invalid"
+    if cls == "FIN_EARLY":
+        if receiver == "FIN_WAIT_1" and sender in ("ESTABLISHED", "CLOSE_WAIT"):
+            # the FINs crossed (RFC 793 figure 14): each end receives the other's FIN before
+            # its own is acknowledged
+            return ("CLOSING", "CLOSING", "")
+        cls = "FIN"
     if cls not in ("SYN", "SYNACK", "FIN", "ACK"):
         return "invalid"  # an illegal combination: counted, never acted on
     if cls == "SYN" and sender in _FINISHED and receiver in _FINISHED:
@@ -636,7 +675,7 @@ def rfc793() -> Model:
                 for o in RFC793_STATES for r in RFC793_STATES}
     return tabulate_model("rfc793", states, _rfc793_rule, timeouts=timeouts,
                           endpoint_states=RFC793_STATES, pairs=pairs,
-                          endpoint_timeouts=RFC793_ENDPOINT_TIMEOUTS)
+                          endpoint_timeouts=RFC793_ENDPOINT_TIMEOUTS, refines_acks=True)
 
 
 MODELS: Mapping[str, Model] = MappingProxyType({"rfc793": rfc793(), "conntrack": conntrack()})

@@ -38,7 +38,7 @@ class Conn:
 
     __slots__ = ("orig_h", "orig_p", "resp_h", "resp_p", "state", "replied", "flipped",
                  "picked_up", "illegal", "orig_flags", "resp_flags", "orig_pkts", "resp_pkts",
-                 "orig_bytes", "resp_bytes", "first_ts", "last_ts", "zeek")
+                 "orig_bytes", "resp_bytes", "first_ts", "last_ts", "zeek", "sides")
 
     def __init__(self, orig_h: Hashable, orig_p: int, resp_h: Hashable, resp_p: int,
                  state: int, ts: int, flows: bool = False) -> None:
@@ -51,6 +51,7 @@ class Conn:
         self.orig_bytes = self.resp_bytes = 0
         self.first_ts = self.last_ts = ts
         self.zeek = ZeekView() if flows else None
+        self.sides = [SeqSide(), SeqSide()]     # unseen until a segment with seq columns
 
     def flow(self) -> tuple:
         """(orig_h, orig_p, resp_h, resp_p, history, conn_state, orig_pkts, resp_pkts)."""
@@ -72,6 +73,70 @@ class Conn:
         self.last_ts = max(self.last_ts, ts)
         if self.zeek is not None:
             self.zeek.step(direction, flags, length)
+
+
+def _before(a: int, b: int) -> bool:
+    """a comes before b in 32-bit sequence space."""
+    return ((a - b) & 0xFFFFFFFF) >= 0x80000000
+
+
+def _after(a: int, b: int) -> bool:
+    return _before(b, a)
+
+
+class SeqSide:
+    """One direction's sequence space (the engine's seq_dir_t)."""
+
+    __slots__ = ("end", "maxend", "maxwin", "fin_end", "scale", "seen", "fin", "scaled",
+                 "limit", "picked_up")
+
+    def __init__(self) -> None:
+        self.end = self.maxend = self.maxwin = self.fin_end = self.scale = 0
+        self.seen = self.fin = self.scaled = self.limit = self.picked_up = False
+
+
+def sequence_check(sides: list, d: int, flags: int, seq: int, ack: int, window: int,
+                   wscale: int, length: int) -> str:
+    """Checks one segment against its receiver's window and records it (netfilter's four
+    bounds): "in", "out" (out of window) or "retransmission"."""
+    snd, rcv = sides[d], sides[1 - d]
+    syn, fin, rst, has_ack = (bool(flags & bit) for bit in (0x02, 0x01, 0x04, 0x10))
+    end = (seq + length + syn + fin) & 0xFFFFFFFF
+    if syn and wscale >= 0:
+        snd.scaled, snd.scale = True, min(wscale, 14)
+    if not snd.seen and not syn:
+        snd.picked_up = True            # its window scale is unknown: take the largest
+    if snd.picked_up:
+        window <<= 14
+    elif not syn and snd.scaled and rcv.scaled:
+        window <<= snd.scale
+    result = "in"
+    if not snd.seen:
+        snd.seen, snd.end = True, end
+        if not snd.limit or _after(end, snd.maxend):
+            snd.maxend, snd.limit = end, True
+        snd.maxwin = window or 1
+    else:
+        if rcv.seen:
+            max_ack_window = max(snd.maxwin, 66000)
+            if (_after(seq, snd.maxend)
+                    or _before(end, (snd.end - rcv.maxwin) & 0xFFFFFFFF)
+                    or (has_ack and (_after(ack, rcv.end) or
+                                     _before(ack, (rcv.end - max_ack_window) & 0xFFFFFFFF)))
+                    or (snd.fin and length and _after(end, snd.fin_end))):
+                return "out"
+        if _after(end, snd.end):
+            snd.end = end
+        elif length and not rst:
+            result = "retransmission"
+        snd.maxwin = max(snd.maxwin, window)
+    if has_ack and not rst:
+        limit = (ack + (window or 1)) & 0xFFFFFFFF
+        if not rcv.limit or _after(limit, rcv.maxend):
+            rcv.maxend, rcv.limit = limit, True
+    if fin and not snd.fin:
+        snd.fin, snd.fin_end = True, end
+    return result
 
 
 class ZeekView:
@@ -200,7 +265,10 @@ class ReferenceTracker:
         self.conns: dict[tuple, Conn] = {}
         self.hist = [0] * len(self.model.states)
         self.stats = dict.fromkeys(("events", "new", "valid", "invalid", "ignored",
-                                    "untracked", "closed", "expired", "evicted", "refused"), 0)
+                                    "untracked", "closed", "expired", "evicted", "refused",
+                                    "out_of_window", "retransmitted", "zero_window"), 0)
+        self._early = self.model.early.tolist()
+        self.sequence_aware = False     # set by the first batch with sequence columns
         self.ended: list[tuple[Conn, str]] = []   # connections that left, and why
 
     @staticmethod
@@ -209,8 +277,9 @@ class ReferenceTracker:
         return a + b if a <= b else b + a
 
     def process(self, ts: int, src: Hashable, sport: int, dst: Hashable, dport: int,
-                flags: int, length: int = 0) -> tuple[int, str, bool]:
-        """Applies one segment.
+                flags: int, length: int = 0,
+                sequence: Optional[tuple] = None) -> tuple[int, str, bool]:
+        """Applies one segment; `sequence` is its (seq, ack, window, wscale).
 
         Returns (state code after it, verdict name, whether it belonged to a connection).
         """
@@ -243,7 +312,7 @@ class ReferenceTracker:
                 stats["untracked"] += 1
                 return 0, "ignored", False
             self.conns[key] = self._start(src, sport, dst, dport, nxt, ts, flags, length, action,
-                                          illegal)
+                                          illegal, sequence)
             self.evict_queue.append((key, ts))
             self.hist[nxt] += 1
             stats["new"] += 1
@@ -251,11 +320,25 @@ class ReferenceTracker:
                 self._remove(key, "closed")
             return nxt, "new", True
 
-        conn.illegal = min(15, conn.illegal + illegal)
         direction = 0 if (conn.orig_h, conn.orig_p, conn.resp_h, conn.resp_p) == \
             (src, sport, dst, dport) else 1
+        in_window = True
+        if sequence is not None:
+            seq, ack, window, wscale = sequence
+            peer = conn.sides[1 - direction]
+            if flags & 0x10 and peer.fin and _before(ack, peer.fin_end):
+                cls = self._early[cls]      # an ack that does not yet cover the peer's FIN
+            check = sequence_check(conn.sides, direction, flags, seq, ack, window, wscale,
+                                   length)
+            stats["retransmitted"] += check == "retransmission"
+            stats["zero_window"] += window == 0 and not flags & 0x04
+            in_window = check != "out"
+        conn.illegal = min(15, conn.illegal + self._illegal[cls])
         nxt = self._table[conn.state][direction][cls]
         action = self._actions[conn.state][direction][cls]
+        if not in_window:
+            nxt = INVALID
+            stats["out_of_window"] += 1
         if nxt == INVALID:
             conn.count(direction, flags, length, ts)
             stats["invalid"] += 1
@@ -272,7 +355,7 @@ class ReferenceTracker:
             stats["closed"] += 1
             stats["new"] += 1
             self.conns[key] = self._start(src, sport, dst, dport, nxt, ts, flags, length, action,
-                                          illegal)
+                                          illegal, sequence)
             self.evict_queue.append((key, ts))
             return nxt, "new", True
         conn.count(direction, flags, length, ts)
@@ -285,7 +368,8 @@ class ReferenceTracker:
         return nxt, "valid", True
 
     def _start(self, src: Hashable, sport: int, dst: Hashable, dport: int, state: int, ts: int,
-               flags: int, length: int, action: int, illegal: int) -> Conn:
+               flags: int, length: int, action: int, illegal: int,
+               sequence: Optional[tuple]) -> Conn:
         """A new connection opened by this segment (`illegal` 1 if its flags are)."""
         if action == ACTION_FLIP:  # the receiver is the originator
             conn = Conn(dst, dport, src, sport, state, ts, self.flows)
@@ -296,6 +380,10 @@ class ReferenceTracker:
             conn.picked_up = action == ACTION_PICKUP
             conn.count(0, flags, length, ts)
         conn.illegal = illegal
+        if sequence is not None:
+            seq, ack, window, wscale = sequence
+            sequence_check(conn.sides, int(conn.flipped), flags, seq, ack, window, wscale,
+                           length)
         return conn
 
     def _remove(self, key: tuple, why: str) -> None:
@@ -325,13 +413,23 @@ class ReferenceTracker:
 
     def update(self, ts: Sequence[int], src: Any, sport: Sequence[int], dst: Any,
                dport: Sequence[int], flags: Sequence[int],
-               length: Optional[Sequence[int]] = None) -> list[tuple[int, str, bool]]:
-        """Applies a batch given as sequences or numpy arrays (IPv6 rows of 16 bytes)."""
+               length: Optional[Sequence[int]] = None, seq: Optional[Sequence[int]] = None,
+               ack: Optional[Sequence[int]] = None, window: Optional[Sequence[int]] = None,
+               wscale: Optional[Sequence[int]] = None) -> list[tuple[int, str, bool]]:
+        """Applies a batch given as sequences or numpy arrays (IPv6 rows of 16 bytes); with
+        seq, ack and window, sequence-aware from then on."""
         src, dst = _hashable_addresses(src), _hashable_addresses(dst)
         ts, sport, dport, flags = (np.asarray(a).tolist() for a in (ts, sport, dport, flags))
         length = [0] * len(ts) if length is None else np.asarray(length).tolist()
+        sequences: list = [None] * len(ts)
+        if seq is not None:
+            self.sequence_aware = True
+            scale = [-1] * len(ts) if wscale is None else np.asarray(wscale).tolist()
+            sequences = list(zip(np.asarray(seq).tolist(), np.asarray(ack).tolist(),
+                                 np.asarray(window).tolist(), scale))
         process = self.process
-        results = [process(*event) for event in zip(ts, src, sport, dst, dport, flags, length)]
+        results = [process(*event) for event in zip(ts, src, sport, dst, dport, flags, length,
+                                                    sequences)]
         if self.timeout is not None and ts:
             self.expire(max(ts))
         return results

@@ -54,7 +54,7 @@ _PREFIX = struct.Struct("<8sII")     # magic, version, header length
 _ALIGN = 64
 _MODEL_ARRAYS = ("class_of", "table", "actions", "pairs")
 # A table's own arrays, as FlowTable.storage gives them; mapped rather than read with mmap=True.
-_STORAGE = ("records", "flows", "due", "evict_ring")
+_STORAGE = ("records", "flows", "due", "evict_ring", "seq")
 
 PathLike = Union[str, "os.PathLike[str]"]
 

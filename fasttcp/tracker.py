@@ -329,7 +329,8 @@ class Tracker:
             tables = [_engine.FlowTable(family, per_shard, m.class_of, m.table.ravel(),
                                         m.actions.ravel(), m.illegal_mask, len(m.states),
                                         len(m.flag_classes), self._keys, shard, self.shards,
-                                        self.keeps_flows, 4096, self._timeout_ns(), self.evict)
+                                        self.keeps_flows, 4096, self._timeout_ns(), self.evict,
+                                        m.early)
                       for shard in range(self.shards)]
             self._tables[family] = tables
         return tables
@@ -360,6 +361,7 @@ class Tracker:
 
     def update(self, ts: Any, src: Any = None, sport: Any = None, dst: Any = None,
                dport: Any = None, flags: Any = None, length: Any = None, *,
+               seq: Any = None, ack: Any = None, window: Any = None, wscale: Any = None,
                return_events: bool = False) -> UpdateResult:
         """Applies a batch of segments, in order.
 
@@ -374,6 +376,17 @@ class Tracker:
             TCP flags byte (CWR ECE URG ACK PSH RST SYN FIN).
         length : ndarray (n,) uint32, optional
             TCP payload bytes; zeros if omitted.
+        seq, ack : ndarray (n,) uint32, optional
+        window : ndarray (n,) uint16, optional
+        wscale : ndarray (n,) int8, optional
+            Sequence number, acknowledgement number, raw window and a SYN's window-scale
+            option (-1: none; default all -1): given together (a SEGMENT_DTYPE array carries
+            them), they make the tracker sequence-aware from this batch on. Each direction's
+            sequence space is then kept (netfilter's four window bounds, with RFC 7323
+            scaling), a segment outside its receiver's window is invalid and moves nothing
+            (a forged RST or FIN included), an ACK counts for a FIN only when it covers it,
+            and retransmissions and zero windows are counted (``stats``). A connection is
+            taken liberally until both of its sides have been seen with sequence numbers.
         return_events : bool
             Also return per-event record index, state after the event and verdict.
 
@@ -386,7 +399,8 @@ class Tracker:
             When a new connection does not fit and the table may not grow; ``err.unapplied``
             lists the events that were not applied (every other one was).
         """
-        family, *valid = self._batch_columns(ts, src, sport, dst, dport, flags, length)
+        family, *valid, sequence = self._batch_columns(ts, src, sport, dst, dport, flags,
+                                                       length, seq, ack, window, wscale)
         columns = tuple(valid)  # ts, src, sport, dst, dport, flags, length
         n = len(columns[0])
         outs: tuple = ()
@@ -403,7 +417,8 @@ class Tracker:
                 parallel = n >= _PARALLEL_MIN_EVENTS
                 orders, hashes = self._split(tables, columns, parallel)
             # every table runs to its end, full or not, before any error is raised
-            results = self._run([(self._update_table, (table, columns, outs, order, hashes))
+            results = self._run([(self._update_table, (table, columns, outs, order, hashes,
+                                                       sequence))
                                  for table, order in zip(tables, orders)], parallel)
         unapplied = [left for _, left in results if left is not None]
         if unapplied:
@@ -445,8 +460,8 @@ class Tracker:
         return orders, hashes
 
     def _update_table(self, table: _engine.FlowTable, columns: tuple, outs: tuple,
-                      order: Optional[np.ndarray],
-                      hashes: Optional[np.ndarray]) -> tuple[dict[str, int], Optional[np.ndarray]]:
+                      order: Optional[np.ndarray], hashes: Optional[np.ndarray],
+                      sequence: Optional[tuple]) -> tuple[dict[str, int], Optional[np.ndarray]]:
         """Runs a batch (or, with `order`, some of its events) through one table, making room
         as it asks. Returns the counts and, if the table filled up, the events not applied."""
         n = len(columns[0]) if order is None else len(order)
@@ -456,7 +471,8 @@ class Tracker:
         stop = 0
         while True:
             stop, counts = table.update(ts, src, sport, dst, dport, flags, length, stop,
-                                        out_conn, out_state, out_verdict, order, hashes)
+                                        out_conn, out_state, out_verdict, order, hashes,
+                                        sequence)
             for key, value in counts.items():
                 totals[key] = totals.get(key, 0) + value
             if stop == n:
@@ -556,9 +572,10 @@ class Tracker:
         return True
 
     @staticmethod
-    def _batch_columns(ts, src, sport, dst, dport, flags, length):
+    def _batch_columns(ts, src, sport, dst, dport, flags, length, seq, ack, window, wscale):
         if getattr(getattr(ts, "dtype", None), "names", None):
-            if any(c is not None for c in (src, sport, dst, dport, flags, length)):
+            if any(c is not None for c in (src, sport, dst, dport, flags, length, seq, ack,
+                                           window, wscale)):
                 raise TypeError("pass either one structured array or separate columns")
             events = ts
             missing = {"ts", "src", "dst", "sport", "dport", "flags"} - set(events.dtype.names)
@@ -568,6 +585,8 @@ class Tracker:
             ts, src, dst = events["ts"], events["src"], events["dst"]
             sport, dport, flags = events["sport"], events["dport"], events["flags"]
             length = events["length"] if "length" in events.dtype.names else None
+            seq, ack, window, wscale = (events[name] if name in events.dtype.names else None
+                                        for name in ("seq", "ack", "window", "wscale"))
         elif any(c is None for c in (src, sport, dst, dport, flags)):
             raise TypeError("update needs ts, src, sport, dst, dport and flags")
         ts = _integer_column("ts", ts, np.dtype(np.int64), None)
@@ -581,7 +600,21 @@ class Tracker:
         if length is None:
             length = np.zeros(n, dtype=np.uint32)
         length = _integer_column("length", length, np.dtype(np.uint32), n)
-        return family, ts, src, sport, dst, dport, flags, length
+        sequence = None
+        if seq is not None or ack is not None or window is not None:
+            if seq is None or ack is None or window is None:
+                raise TypeError("seq, ack and window come together")
+            if wscale is None:
+                wscale = np.full(n, -1, dtype=np.int8)
+            wscale = _integer_column("wscale", wscale, np.dtype(np.int8), n)
+            if n and (wscale.min() < -1 or wscale.max() > 14):
+                raise ValueError("wscale has values outside -1..14 (RFC 7323 caps it at 14)")
+            sequence = (_integer_column("seq", seq, np.dtype(np.uint32), n),
+                        _integer_column("ack", ack, np.dtype(np.uint32), n),
+                        _integer_column("window", window, np.dtype(np.uint16), n), wscale)
+        elif wscale is not None:
+            raise TypeError("wscale needs seq, ack and window")
+        return family, ts, src, sport, dst, dport, flags, length, sequence
 
     def lookup_many(self, src: Any, sport: Any, dst: Any, dport: Any) -> LookupResult:
         """Finds many connections at once, from either direction.

@@ -34,7 +34,8 @@ def test_update_returns_counts_and_optional_event_arrays():
     assert res.conn.dtype == np.int64 and res.state.dtype == np.uint8
     assert res.verdict.tolist() == [fasttcp.VALID]
     assert t.stats == {"events": 5, "new": 1, "valid": 3, "invalid": 1, "ignored": 0,
-                       "untracked": 0, "closed": 0, "expired": 0, "evicted": 0, "refused": 0}
+                       "untracked": 0, "closed": 0, "expired": 0, "evicted": 0, "refused": 0,
+                       "out_of_window": 0, "retransmitted": 0, "zero_window": 0}
 
 
 def test_structured_events_give_the_same_result_as_columns():
