@@ -65,8 +65,9 @@ cdef struct seq_t:
 # What Zeek would say about a connection, kept beside its record when a tracker keeps flows
 # (a separate array, so trackers without flows keep 64-byte connections).
 cdef struct flow_t:
-    uint64_t history            # Zeek history letters in order, 4 bits each: letter << 1 | dir
-    uint16_t seen               # HIST_* bits already recorded: orig's low byte, resp's high byte
+    uint64_t history            # Zeek history letters 0-11 in order, 5 bits each: letter << 1 | dir
+    uint64_t history_more       # letters 12-17
+    uint32_t seen               # letter kinds already recorded: orig's low 9 bits, resp's next 9
     uint8_t orig_zeek           # Zeek endpoint state (ZEEK_*), the previous one in the high nibble
     uint8_t resp_zeek
 

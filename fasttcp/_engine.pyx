@@ -134,7 +134,7 @@ cdef enum:
 
 # Zeek history letters by code (a history entry is code << 1 | direction, the originator's in
 # upper case), and the "seen" bit each one sets: S and H share one, as in Zeek.
-HISTORY_LETTERS = "SHADFRQI"
+HISTORY_LETTERS = "SHADFRQITW"
 cdef enum:
     L_SYN = 0
     L_SYNACK = 1
@@ -144,7 +144,10 @@ cdef enum:
     L_RST = 5
     L_MULTI = 6          # SYN with FIN or RST: Zeek's Q
     L_FIN_RST = 7        # FIN with RST: Zeek's I
-cdef uint8_t[8] LETTER_SEEN_BIT = [0x01, 0x01, 0x20, 0x10, 0x02, 0x04, 0x40, 0x08]
+    L_RETRANSMISSION = 8  # data sent again: Zeek's T (sequence-aware only)
+    L_ZERO_WINDOW = 9     # a zero window: Zeek's W (sequence-aware only)
+    SEEN_BITS = 9         # kinds of letter per direction (S and H share one)
+cdef uint16_t[10] LETTER_SEEN_BIT = [0x01, 0x01, 0x20, 0x10, 0x02, 0x04, 0x40, 0x08, 0x80, 0x100]
 
 # Engine limit: slots keep at least 2 bits of hash tag.
 MAX_CAPACITY = (1 << 30) - SLOT_ID_BIAS - 1
@@ -370,24 +373,36 @@ cdef inline void count_illegal(conn_t* c) noexcept nogil:
 
 cdef extern from *:
     """
-    static inline int ft_popcount16(unsigned int x) {
+    static inline int ft_popcount32(unsigned int x) {
         int n = 0;
         for (; x; x &= x - 1) n++;
         return n;
     }
     """
-    int ft_popcount16(unsigned int x) noexcept nogil
+    int ft_popcount32(unsigned int x) noexcept nogil
+
+
+cdef inline uint8_t history_entry(const flow_t* f, int k) noexcept nogil:
+    """The k-th letter of the history, as letter << 1 | direction."""
+    if k < 12:
+        return (f.history >> (5 * k)) & 0x1F
+    return (f.history_more >> (5 * (k - 12))) & 0x1F
 
 
 cdef inline void add_letter(flow_t* f, int d, uint8_t letter) noexcept nogil:
-    """Appends a history letter the first time its kind is seen in direction d."""
-    cdef uint16_t bit = (<uint16_t>LETTER_SEEN_BIT[letter]) << (8 * d)
+    """Appends a history letter the first time its kind is seen in direction d (Zeek repeats
+    T and W at the 10th, 100th... time; fasttcp records each once)."""
+    cdef uint32_t bit = (<uint32_t>LETTER_SEEN_BIT[letter]) << (SEEN_BITS * d)
     cdef int n
+    cdef uint64_t entry = (letter << 1) | d
     if f.seen & bit:
         return
-    n = ft_popcount16(f.seen)   # letters so far: each seen bit added one (at most 14)
+    n = ft_popcount32(f.seen)   # letters so far: each seen bit added one (at most 18)
     f.seen |= bit
-    f.history |= (<uint64_t>((letter << 1) | d)) << (4 * n)
+    if n < 12:
+        f.history |= entry << (5 * n)
+    else:
+        f.history_more |= entry << (5 * (n - 12))
 
 
 cdef inline void set_zeek(uint8_t* endpoint, uint8_t state) noexcept nogil:
@@ -396,10 +411,11 @@ cdef inline void set_zeek(uint8_t* endpoint, uint8_t state) noexcept nogil:
         endpoint[0] = <uint8_t>(((endpoint[0] & 0x0F) << 4) | state)
 
 
-cdef inline void zeek_step(flow_t* f, int d, uint8_t flags, uint32_t length) noexcept nogil:
+cdef inline void zeek_step(flow_t* f, int d, uint8_t flags, uint32_t length,
+                           bint retransmission, bint zero_window) noexcept nogil:
     """Zeek's history letters and endpoint states for one segment in direction d (0 from the
-    originator), from flags and payload length alone: Zeek's TCPSessionAdapter::Process
-    (update_history, UpdateStateMachine) without the parts that need sequence numbers."""
+    originator): Zeek's TCPSessionAdapter::Process (update_history, UpdateStateMachine), with
+    W and T when sequence tracking saw a zero window or a retransmission."""
     cdef uint8_t* ep = &f.orig_zeek if d == 0 else &f.resp_zeek
     cdef uint8_t* peer = &f.resp_zeek if d == 0 else &f.orig_zeek
     cdef int syn = (flags & 0x02) != 0, fin = (flags & 0x01) != 0
@@ -418,6 +434,10 @@ cdef inline void zeek_step(flow_t* f, int d, uint8_t flags, uint32_t length) noe
         add_letter(f, d, L_DATA)
     elif ack:
         add_letter(f, d, L_ACK)
+    if zero_window:
+        add_letter(f, d, L_ZERO_WINDOW)
+    if retransmission:
+        add_letter(f, d, L_RETRANSMISSION)
 
     if state == Z_INACTIVE:
         if syn:
@@ -477,18 +497,18 @@ cdef enum:
     CS_SHR = 11
     CS_OTH = 12
 
-cdef char* LETTER_CHARS = b"SsHhAaDdFfRrQqIi"   # by history entry (letter << 1 | direction)
+cdef char* LETTER_CHARS = b"SsHhAaDdFfRrQqIiTtWw"   # by entry (letter << 1 | direction)
 
 
 cdef inline int history_text(const flow_t* f, bint flipped, uint8_t* out,
                              int width) noexcept nogil:
     """Writes the Zeek history string (ASCII, NUL-padded to width); returns its length."""
-    cdef int n = ft_popcount16(f.seen), k, at = 0
+    cdef int n = ft_popcount32(f.seen), k, at = 0
     if flipped:
         out[0] = 94      # '^'
         at = 1
     for k in range(n):
-        out[at + k] = LETTER_CHARS[(f.history >> (4 * k)) & 0xF]
+        out[at + k] = LETTER_CHARS[history_entry(f, k)]
     for k in range(at + n, width):
         out[k] = 0
     return at + n
@@ -497,18 +517,18 @@ cdef inline int history_text(const flow_t* f, bint flipped, uint8_t* out,
 cdef inline bint syn_then_reset(const flow_t* f) noexcept nogil:
     """Zeek's RSTOS0 test, the history matching ^?S[^HAFGIQ]*R.*: the originator's SYN comes
     first and its RST before any of its SYN-ACK, ACK, FIN, multi-flag or gap letters."""
-    cdef int n = ft_popcount16(f.seen), k
+    cdef int n = ft_popcount32(f.seen), k
     cdef uint8_t entry
-    if n == 0 or (f.history & 0xF) != ((L_SYN << 1) | 0):
+    if n == 0 or history_entry(f, 0) != ((L_SYN << 1) | 0):
         return False
     for k in range(1, n):
-        entry = (f.history >> (4 * k)) & 0xF
+        entry = history_entry(f, k)
         if entry & 1:
             continue                    # the responder's letters are lower case: allowed
         if (entry >> 1) == L_RST:
             return True
-        if (entry >> 1) != L_DATA:      # H, A, F, Q, I end the match; D may come between
-            return False
+        if (entry >> 1) not in (L_DATA, L_RETRANSMISSION, L_ZERO_WINDOW):
+            return False                # H, A, F, Q, I end the match; D, T, W may come between
     return False
 
 
@@ -552,8 +572,8 @@ def zeek_columns(const uint8_t[::1] flow_states, const uint8_t[::1] status,
             or resp_bytes.shape[0] != n or out_history.shape[0] != n
             or out_conn_state.shape[0] != n):
         raise ValueError("zeek_columns: arrays differ in length")
-    if out_history.shape[1] < 15:
-        raise ValueError("zeek_columns: history rows need 15 bytes")
+    if out_history.shape[1] < 19:
+        raise ValueError("zeek_columns: history rows need 19 bytes")
     if n == 0:
         return
     f = <const flow_t*>&flow_states[0]
@@ -782,17 +802,22 @@ cdef inline void list_for_eviction(table_t* t, const conn_t* recs, intp_t rid) n
     t.evict_tail += 1
 
 
+cdef inline bint zero_window(const events_t* ev, intp_t i) noexcept nogil:
+    return ev.window != NULL and ev.window[i] == 0 and not (ev.flags[i] & 0x04)
+
+
 cdef inline void start_flow(table_t* t, intp_t rid, int d, const events_t* ev,
                             intp_t i) noexcept nogil:
     if t.flows != NULL:
         memset(&t.flows[rid], 0, sizeof(flow_t))
-        zeek_step(&t.flows[rid], d, ev.flags[i], ev.length[i])
+        zeek_step(&t.flows[rid], d, ev.flags[i], ev.length[i], False, zero_window(ev, i))
 
 
-cdef inline void step_flow(table_t* t, intp_t rid, int d, const events_t* ev,
-                           intp_t i) noexcept nogil:
+cdef inline void step_flow(table_t* t, intp_t rid, int d, const events_t* ev, intp_t i,
+                           bint retransmission) noexcept nogil:
     if t.flows != NULL:
-        zeek_step(&t.flows[rid], d, ev.flags[i], ev.length[i])
+        zeek_step(&t.flows[rid], d, ev.flags[i], ev.length[i], retransmission,
+                  zero_window(ev, i))
 
 
 cdef inline void start_connection(conn_t* c, uint8_t state, uint8_t act, bint illegal_segment,
@@ -1049,7 +1074,7 @@ cdef int apply_batch(table_t* t, conn_t* recs, const events_t* events, const wal
             cls = seq_class(t, &t.seq[rid], d, cls, ev, i)
             seq_rc = seq_segment(&t.seq[rid], d, ev, i)
             c_n.retransmitted += seq_rc == SEQ_RETRANSMISSION
-            c_n.zero_window += ev.window[i] == 0 and not (ev.flags[i] & 0x04)
+            c_n.zero_window += zero_window(ev, i)
         if rid >= 0:
             c = &recs[rid]
             if illegal[cls]:
@@ -1065,12 +1090,12 @@ cdef int apply_batch(table_t* t, conn_t* recs, const events_t* events, const wal
                 c_n.out_of_window += 1
             if nxt == C_INVALID:
                 count_segment(c, d, ev, i)
-                step_flow(t, rid, d, ev, i)
+                step_flow(t, rid, d, ev, i, seq_rc == SEQ_RETRANSMISSION)
                 verdict = V_INVALID
                 c_n.invalid += 1
             elif nxt == C_IGNORE:
                 count_segment(c, d, ev, i)
-                step_flow(t, rid, d, ev, i)
+                step_flow(t, rid, d, ev, i, seq_rc == SEQ_RETRANSMISSION)
                 if d:
                     c.status |= S_REPLIED
                 verdict = V_IGNORED
@@ -1093,7 +1118,7 @@ cdef int apply_batch(table_t* t, conn_t* recs, const events_t* events, const wal
                 c_n.new += 1
             else:
                 count_segment(c, d, ev, i)
-                step_flow(t, rid, d, ev, i)
+                step_flow(t, rid, d, ev, i, seq_rc == SEQ_RETRANSMISSION)
                 if nxt != old:
                     hist[old] -= 1
                     hist[nxt] += 1
@@ -1280,12 +1305,13 @@ CONN4_DTYPE = _struct_dtype(_FIELDS, field_offsets(&_dummy4), ["u4", "u4"] + _CO
 CONN6_DTYPE = _struct_dtype(_FIELDS, field_offsets(&_dummy6),
                             [("u1", (16,)), ("u1", (16,))] + _COUNTER_FORMATS, sizeof(conn6_t))
 FLOW_STATE_DTYPE = _struct_dtype(
-    ["history", "seen", "orig_zeek", "resp_zeek"],
+    ["history", "history_more", "seen", "orig_zeek", "resp_zeek"],
     [<intp_t>&_dummy_flow.history - <intp_t>&_dummy_flow,
+     <intp_t>&_dummy_flow.history_more - <intp_t>&_dummy_flow,
      <intp_t>&_dummy_flow.seen - <intp_t>&_dummy_flow,
      <intp_t>&_dummy_flow.orig_zeek - <intp_t>&_dummy_flow,
      <intp_t>&_dummy_flow.resp_zeek - <intp_t>&_dummy_flow],
-    ["u8", "u2", "u1", "u1"], sizeof(flow_t))
+    ["u8", "u8", "u4", "u1", "u1"], sizeof(flow_t))
 
 
 cdef intp_t _set_walk(events_t* ev, intp_t n, const intp_t[::1] order,

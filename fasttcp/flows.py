@@ -18,11 +18,12 @@ now), as numpy structured arrays (FLOW_DTYPE, FLOW6_DTYPE); `to_csv`, `to_pandas
 
 Column meanings follow Zeek's conn.log (zeek/zeek scripts/base/protocols/conn/main.zeek):
 ``conn_state`` is computed from the endpoints' Zeek states exactly as Zeek's ``conn_state``
-function does, and ``history`` uses Zeek's letters (upper case: the originator's). Differences,
-all because fasttcp does not (yet) look at sequence numbers: the letters t, w, g (retransmission,
-zero window, content gap) are not produced, a repeated S, F or R is recorded once, and
-``orig_bytes`` / ``resp_bytes`` are summed payload lengths where Zeek measures sequence-number
-spans (equal unless segments were retransmitted or lost).
+function does, and ``history`` uses Zeek's letters (upper case: the originator's). T and W
+(retransmission, zero window) appear when the tracker is sequence-aware, once per direction
+where Zeek repeats them at the 10th, 100th... time. Other differences: g (content gap) needs a
+reassembler and is not produced, a repeated S, F or R is recorded once, and ``orig_bytes`` /
+``resp_bytes`` are summed payload lengths where Zeek measures sequence-number spans (equal
+unless segments were retransmitted or lost).
 """
 from __future__ import annotations
 
@@ -62,7 +63,7 @@ LIVE, CLOSED, EXPIRED, EVICTED = range(len(ENDED))
 if (CLOSED, EXPIRED, EVICTED) != (_engine.END_CLOSED, _engine.END_EXPIRED, _engine.END_EVICTED):
     raise ImportError("fasttcp._engine numbers end reasons differently; rebuild it")
 
-_HISTORY_WIDTH = 15     # '^' and at most 14 letters: each of 7 kinds once per direction
+_HISTORY_WIDTH = 19     # '^' and at most 18 letters: each of 9 kinds once per direction
 
 
 def _flow_fields(address: Any) -> list:

@@ -61,7 +61,8 @@ class Conn:
                 self.zeek.conn_state(history, self.orig_bytes, self.resp_bytes),
                 self.orig_pkts, self.resp_pkts)
 
-    def count(self, direction: int, flags: int, length: int, ts: int) -> None:
+    def count(self, direction: int, flags: int, length: int, ts: int,
+              retransmission: bool = False, zero_window: bool = False) -> None:
         if direction == 0:
             self.orig_pkts = min(self.orig_pkts + 1, PKTS_MAX)
             self.orig_bytes += length
@@ -72,7 +73,7 @@ class Conn:
             self.resp_flags |= flags
         self.last_ts = max(self.last_ts, ts)
         if self.zeek is not None:
-            self.zeek.step(direction, flags, length)
+            self.zeek.step(direction, flags, length, retransmission, zero_window)
 
 
 def _before(a: int, b: int) -> bool:
@@ -160,7 +161,8 @@ class ZeekView:
             self.seen.add((kind, side))
             self.letters.append(letter if side == 0 else letter.lower())
 
-    def step(self, side: int, flags: int, length: int) -> None:
+    def step(self, side: int, flags: int, length: int, retransmission: bool = False,
+             zero_window: bool = False) -> None:
         syn, fin, rst, ack = (bool(flags & bit) for bit in (0x02, 0x01, 0x04, 0x10))
         if syn + fin + rst > 1:
             self._letter(side, "I" if fin and rst else "Q")
@@ -174,6 +176,10 @@ class ZeekView:
             self._letter(side, "D")
         elif ack:
             self._letter(side, "A")
+        if zero_window:
+            self._letter(side, "W")
+        if retransmission:
+            self._letter(side, "T")
         me, peer = side, 1 - side
         state = self.state[me]
         if state == "INACTIVE":
@@ -323,6 +329,7 @@ class ReferenceTracker:
         direction = 0 if (conn.orig_h, conn.orig_p, conn.resp_h, conn.resp_p) == \
             (src, sport, dst, dport) else 1
         in_window = True
+        letters = (False, False)            # Zeek's T and W for this segment
         if sequence is not None:
             seq, ack, window, wscale = sequence
             peer = conn.sides[1 - direction]
@@ -330,8 +337,9 @@ class ReferenceTracker:
                 cls = self._early[cls]      # an ack that does not yet cover the peer's FIN
             check = sequence_check(conn.sides, direction, flags, seq, ack, window, wscale,
                                    length)
-            stats["retransmitted"] += check == "retransmission"
-            stats["zero_window"] += window == 0 and not flags & 0x04
+            letters = (check == "retransmission", window == 0 and not flags & 0x04)
+            stats["retransmitted"] += letters[0]
+            stats["zero_window"] += letters[1]
             in_window = check != "out"
         conn.illegal = min(15, conn.illegal + self._illegal[cls])
         nxt = self._table[conn.state][direction][cls]
@@ -340,11 +348,11 @@ class ReferenceTracker:
             nxt = INVALID
             stats["out_of_window"] += 1
         if nxt == INVALID:
-            conn.count(direction, flags, length, ts)
+            conn.count(direction, flags, length, ts, *letters)
             stats["invalid"] += 1
             return conn.state, "invalid", True
         if nxt == IGNORE:
-            conn.count(direction, flags, length, ts)
+            conn.count(direction, flags, length, ts, *letters)
             conn.replied = conn.replied or direction == 1
             stats["ignored"] += 1
             return conn.state, "ignored", True
@@ -358,7 +366,7 @@ class ReferenceTracker:
                                           illegal, sequence)
             self.evict_queue.append((key, ts))
             return nxt, "new", True
-        conn.count(direction, flags, length, ts)
+        conn.count(direction, flags, length, ts, *letters)
         conn.state = nxt
         stats["valid"] += 1
         if action == ACTION_CLOSE_UNREPLIED and not conn.replied:
@@ -371,14 +379,15 @@ class ReferenceTracker:
                flags: int, length: int, action: int, illegal: int,
                sequence: Optional[tuple]) -> Conn:
         """A new connection opened by this segment (`illegal` 1 if its flags are)."""
+        zero_window = sequence is not None and sequence[2] == 0 and not flags & 0x04
         if action == ACTION_FLIP:  # the receiver is the originator
             conn = Conn(dst, dport, src, sport, state, ts, self.flows)
             conn.flipped = conn.replied = True
-            conn.count(1, flags, length, ts)
+            conn.count(1, flags, length, ts, False, zero_window)
         else:
             conn = Conn(src, sport, dst, dport, state, ts, self.flows)
             conn.picked_up = action == ACTION_PICKUP
-            conn.count(0, flags, length, ts)
+            conn.count(0, flags, length, ts, False, zero_window)
         conn.illegal = illegal
         if sequence is not None:
             seq, ack, window, wscale = sequence

@@ -49,7 +49,7 @@ if TYPE_CHECKING:
 __all__ = ["save", "load", "SnapshotError", "FORMAT_VERSION"]
 
 MAGIC = b"FTCPSNAP"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2     # 2: flow states hold 18 history letters
 _PREFIX = struct.Struct("<8sII")     # magic, version, header length
 _ALIGN = 64
 _MODEL_ARRAYS = ("class_of", "table", "actions", "pairs")
