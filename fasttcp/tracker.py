@@ -256,7 +256,7 @@ class Tracker:
         (``stats["refused"]``).
     flows : bool
         Keep Zeek-style flow information per connection (history letters and endpoint states,
-        16 more bytes per connection) and collect the connections the model ends, for
+        24 more bytes per connection) and collect the connections that leave the table, for
         `pop_flows` and `live_flows` (see `fasttcp.flows`).
     shards : {1, 2, 4}
         Split each family's table into this many shards by flow hash, each updated on its own
