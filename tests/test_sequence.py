@@ -57,6 +57,14 @@ def test_a_reset_in_the_window_closes_and_one_outside_is_ignored():
         assert state(t) in ("ESTABLISHED/ESTABLISHED", "ESTABLISHED")
 
 
+def test_a_forged_fin_outside_the_window_does_not_close():
+    base = handshake()
+    t, res = run(base + [(False, FIN | ACK, S_ISN + 1 + 5_000_000, C_ISN + 1, 0)])
+    assert res.verdict[-1] == fasttcp.INVALID and state(t) == "ESTABLISHED/ESTABLISHED"
+    t, res = run(base + [(False, FIN | ACK, S_ISN + 1, C_ISN + 1, 0)])
+    assert state(t) == "CLOSE_WAIT/FIN_WAIT_1"
+
+
 def test_a_fin_counts_only_when_acknowledged():
     rows = handshake() + [
         (True, FIN | ACK, C_ISN + 1, S_ISN + 1, 0),            # FIN: ends at C_ISN + 2
