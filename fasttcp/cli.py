@@ -20,7 +20,6 @@ from typing import Optional, Sequence
 
 from fasttcp import __version__
 from fasttcp.analyze import FLOW_FORMATS, Analysis, analyze, plot_timeline
-from fasttcp.bench import measure, report
 from fasttcp.capture import CaptureError
 from fasttcp.flows import CONN_STATE_MEANINGS
 from fasttcp.models import MODELS
@@ -244,6 +243,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         elif args.command == "generate":
             print(_generate(args))
         elif args.command == "bench":
+            from fasttcp.bench import measure, report   # its workloads load only when asked
             result = measure(args.connections, args.events, args.repeats, args.python_events,
                              args.seed)
             print(json.dumps(result) if args.json else report(result))

@@ -10,7 +10,7 @@ from typing import Any, Iterable, Mapping, NamedTuple, Optional, Union
 
 import numpy as np
 
-from fasttcp import _engine, snapshot
+from fasttcp import _engine
 from fasttcp.flows import FLOW6_DTYPE, FLOW_DTYPE, LIVE, flow_records
 from fasttcp.models import Model, get_model
 
@@ -803,12 +803,14 @@ class Tracker:
 
     def save(self, path: str) -> None:
         """Writes the tracker to a snapshot file, atomically (see `fasttcp.snapshot`)."""
+        from fasttcp import snapshot    # imported on use: it is not on the tracking path
         snapshot.save(self, path)
 
     @classmethod
     def load(cls, path: str, mmap: bool = False, verify: bool = True) -> "Tracker":
         """A tracker from a snapshot file: the same connections, model, settings, counters and
         clock (see `fasttcp.snapshot`; raises `fasttcp.snapshot.SnapshotError`)."""
+        from fasttcp import snapshot
         return snapshot.load(path, mmap=mmap, verify=verify)
 
     def close(self) -> None:
