@@ -645,7 +645,9 @@ def rfc793() -> Model:
       of a simultaneous close (RFC 793 figure 14) carry ACKs that do not cover the other FIN,
       which only sequence numbers show; without them the close first reads as ordinary
       (TIME_WAIT/LAST_ACK, then TIME_WAIT/CLOSED), and the responder's own final ACK, which an
-      ordinary close never has, turns it into TIME_WAIT/TIME_WAIT: the CLOSING step is not seen;
+      ordinary close never has, turns it into TIME_WAIT/TIME_WAIT: the CLOSING step is not seen.
+      With sequence numbers the early classes say which ACKs do not cover the peer's FIN: such
+      an ACK leaves its receiver where it is, and crossing FINs give CLOSING/CLOSING;
     * the client of a handshake is ESTABLISHED when it sends the third segment, the server
       when it receives it (DESIGN: "orig ACK -> both ESTABLISHED");
     * a first segment that is a SYN-ACK means the SYN was missed: the roles are flipped, as
