@@ -3,14 +3,15 @@
     pytest benchmarks/ --benchmark-columns=median,iqr,rounds
 
 Each update case keeps N connections live (opened by a setup batch) and times batches of
-uniformly random data segments on them; `extra_info` holds events/s at the median.
+data segments on them, uniformly random or Zipf-skewed (realistic locality); `extra_info`
+holds events/s at the median.
 """
 from ipaddress import IPv4Address
 
 import pytest
 
 from fasttcp import Tracker
-from fasttcp.workloads import columns, uniform_workload
+from fasttcp.workloads import columns, skewed_workload, uniform_workload
 
 BATCH = 1_000_000
 SIZES = {"10K": 10_000, "1M": 1_000_000, "10M": 10_000_000}
@@ -36,6 +37,15 @@ def timed(benchmark, fn, events, **kwargs):
 def test_update(benchmark, live):
     tracker, workload = live
     timed(benchmark, tracker.update, BATCH, **columns(workload.traffic))
+
+
+def test_update_skewed(benchmark, live):
+    """Realistic locality: a Zipf law over the live connections (a few heavy hitters carry most
+    segments), on the same table as the uniform case."""
+    tracker, workload = live
+    skewed = skewed_workload(len(tracker), BATCH, seed=1)
+    assert (skewed.setup == workload.setup).all()
+    timed(benchmark, tracker.update, BATCH, **columns(skewed.traffic))
 
 
 def test_update_two_threads(benchmark, live):

@@ -1,4 +1,4 @@
-"""Synthetic event batches for benchmarks: many live connections, uniform random traffic.
+"""Synthetic event batches for benchmarks: many live connections, uniform or skewed traffic.
 
 >>> w = uniform_workload(connections=1000, events=5000, seed=1)
 >>> len(w.setup), len(w.traffic)
@@ -47,7 +47,32 @@ def uniform_workload(connections: int, events: int, seed: int = 0) -> Workload:
     setup["dport"] = rng.choice(np.array([80, 443, 22, 25, 8080], dtype=np.uint16), connections)
     setup["flags"] = ACK
 
-    pick = rng.integers(0, connections, events)
+    return Workload(setup, _traffic(setup, rng.integers(0, connections, events), rng))
+
+
+def skewed_workload(connections: int, events: int, seed: int = 0,
+                    exponent: float = 1.2) -> Workload:
+    """As `uniform_workload`, but traffic picks connections by a Zipf law (`exponent`) over a
+    random order: a few heavy connections carry most segments, as in real traffic, so the
+    hot records stay in cache.
+
+    >>> w = skewed_workload(connections=1000, events=5000, seed=1)
+    >>> len(w.setup), len(w.traffic)
+    (1000, 5000)
+    """
+    base = uniform_workload(connections, 0, seed)
+    rng = np.random.default_rng(seed + 1)
+    rank = np.arange(1, connections + 1, dtype=np.float64)
+    weights = rank ** -exponent
+    pick = rng.permutation(connections)[rng.choice(connections, events, p=weights /
+                                                   weights.sum())]
+    return Workload(base.setup, _traffic(base.setup, pick, rng))
+
+
+def _traffic(setup: np.ndarray, pick: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """PSH-ACK segments on the connections `pick` names, in a random direction each."""
+    events = len(pick)
+    connections = len(setup)
     reverse = rng.random(events) < 0.5
     traffic = np.zeros(events, dtype=EVENT_DTYPE)
     traffic["ts"] = connections + np.arange(events, dtype=np.int64)
@@ -57,7 +82,7 @@ def uniform_workload(connections: int, events: int, seed: int = 0) -> Workload:
         traffic[b] = np.where(reverse, chosen[a], chosen[b])
     traffic["flags"] = PSH | ACK
     traffic["length"] = rng.integers(0, 1461, events, dtype=np.uint32)
-    return Workload(setup, traffic)
+    return traffic
 
 
 def columns(events: np.ndarray) -> dict:
