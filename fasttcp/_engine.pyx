@@ -628,18 +628,17 @@ cdef inline int seq_segment(seq_t* sq, int d, const events_t* ev, intp_t i) noex
     cdef uint32_t seq = ev.seq[i], length = ev.length[i]
     cdef uint32_t end = seq + length + syn + fin, ackno = ev.ack[i], limit, window
     cdef int result = SEQ_IN_WINDOW
-    if syn and ev.wscale[i] >= 0:
-        snd.flags |= SQ_SCALED
-        snd.scale = <uint8_t>(ev.wscale[i] if ev.wscale[i] <= 14 else 14)
     if not (snd.flags & SQ_SEEN) and not syn:
         snd.flags |= SQ_PICKED_UP
-    # the window of a SYN is never scaled, nor any window unless both SYNs offered scaling; a
-    # side picked up mid-stream may scale by any factor, so its windows are taken at the
-    # largest (liberal about windows, exact about acks)
+    # The window of a SYN is never scaled, nor any window unless both SYNs offered scaling.
+    # When either side's SYN was missed (picked up, or a flip) the scale is unknown and may
+    # be anything: windows are taken at the largest (liberal about windows, exact about acks).
     window = ev.window[i]
-    if snd.flags & SQ_PICKED_UP:
+    if syn:
+        pass
+    elif (snd.flags | rcv.flags) & SQ_PICKED_UP:
         window = window << 14
-    elif not syn and snd.flags & SQ_SCALED and rcv.flags & SQ_SCALED:
+    elif snd.flags & SQ_SCALED and rcv.flags & SQ_SCALED:
         window = window << snd.scale
     if not (snd.flags & SQ_SEEN):
         snd.flags |= SQ_SEEN
@@ -672,6 +671,9 @@ cdef inline int seq_segment(seq_t* sq, int d, const events_t* ev, intp_t i) noex
     if fin and not (snd.flags & SQ_FIN):
         snd.flags |= SQ_FIN
         snd.fin_end = end
+    if syn and ev.wscale[i] >= 0:      # recorded only from a SYN found in the window
+        snd.flags |= SQ_SCALED
+        snd.scale = <uint8_t>(ev.wscale[i] if ev.wscale[i] <= 14 else 14)
     return result
 
 
@@ -1083,9 +1085,11 @@ cdef int apply_batch(table_t* t, conn_t* recs, const events_t* events, const wal
             cell = (old * 2 + d) * n_classes + cls
             nxt = trans[cell]
             act = actions[cell]
-            if seq_rc == SEQ_OUT_OF_WINDOW:
+            if seq_rc == SEQ_OUT_OF_WINDOW and not (act == A_REOPEN or act == A_FLIP
+                                                    or act == A_PICKUP):
                 # outside the receiver's window: a forged or stray segment, which must not
-                # move the connection (a RST or FIN included)
+                # move the connection (a RST or FIN included). A segment that opens the key
+                # afresh (a new SYN after TIME_WAIT, say) starts new sequence state instead.
                 nxt = C_INVALID
                 c_n.out_of_window += 1
             if nxt == C_INVALID:

@@ -569,7 +569,11 @@ def _rfc793_segment(sender: str, receiver: str, cls: str) -> tuple[str, str, str
             # the FINs crossed (RFC 793 figure 14): each end receives the other's FIN before
             # its own is acknowledged
             return ("CLOSING", "CLOSING", "")
-        cls = "FIN"
+        if sender not in _FIN_SENT:
+            return "invalid"
+        # the receiver's FIN is still unacknowledged: it stays where it is (RFC 793 3.9: a
+        # FIN in CLOSING leaves CLOSING), the sender moves as any FIN moves it
+        return (_FIN_SENT[sender], receiver, "")
     if cls not in ("SYN", "SYNACK", "FIN", "ACK"):
         return "invalid"  # an illegal combination: counted, never acted on
     if cls == "SYN" and sender in _FINISHED and receiver in _FINISHED:

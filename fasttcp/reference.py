@@ -103,13 +103,13 @@ def sequence_check(sides: list, d: int, flags: int, seq: int, ack: int, window: 
     snd, rcv = sides[d], sides[1 - d]
     syn, fin, rst, has_ack = (bool(flags & bit) for bit in (0x02, 0x01, 0x04, 0x10))
     end = (seq + length + syn + fin) & 0xFFFFFFFF
-    if syn and wscale >= 0:
-        snd.scaled, snd.scale = True, min(wscale, 14)
     if not snd.seen and not syn:
-        snd.picked_up = True            # its window scale is unknown: take the largest
-    if snd.picked_up:
-        window <<= 14
-    elif not syn and snd.scaled and rcv.scaled:
+        snd.picked_up = True            # its SYN was missed
+    if syn:
+        pass                            # a SYN's window is never scaled
+    elif snd.picked_up or rcv.picked_up:
+        window <<= 14                   # a missed SYN: the scale is unknown, take the largest
+    elif snd.scaled and rcv.scaled:
         window <<= snd.scale
     result = "in"
     if not snd.seen:
@@ -137,6 +137,8 @@ def sequence_check(sides: list, d: int, flags: int, seq: int, ack: int, window: 
             rcv.maxend, rcv.limit = limit, True
     if fin and not snd.fin:
         snd.fin, snd.fin_end = True, end
+    if syn and wscale >= 0:
+        snd.scaled, snd.scale = True, min(wscale, 14)
     return result
 
 
@@ -344,7 +346,7 @@ class ReferenceTracker:
         conn.illegal = min(15, conn.illegal + self._illegal[cls])
         nxt = self._table[conn.state][direction][cls]
         action = self._actions[conn.state][direction][cls]
-        if not in_window:
+        if not in_window and action not in (ACTION_REOPEN, ACTION_FLIP, ACTION_PICKUP):
             nxt = INVALID
             stats["out_of_window"] += 1
         if nxt == INVALID:

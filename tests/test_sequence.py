@@ -210,3 +210,35 @@ def test_sequence_tracking_matches_the_reference(seed, model, mutations, shards)
     assert tracker.stats == reference.stats
     assert tracker.histogram() == reference.histogram()
     tracker.close()
+
+
+# -- found in review --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("model", ["rfc793", "conntrack"])
+def test_a_new_syn_reopens_after_the_close(model):
+    """A new connection on the same 4-tuple has a fresh ISN, far outside the old window: it
+    must open the key afresh, not be refused as out of window (RFC 1122 reopening)."""
+    close = [(True, FIN | ACK, C_ISN + 1, S_ISN + 1, 0), (False, FIN | ACK, S_ISN + 1, C_ISN + 2, 0),
+             (True, ACK, C_ISN + 2, S_ISN + 2, 0)]
+    again = handshake(c=C_ISN + 3_000_000_000, s=S_ISN + 1_000_000_000)
+    t, res = run(handshake() + close + again, model)
+    assert (res.verdict[-3:] != fasttcp.INVALID).all() and t.stats["out_of_window"] == 0
+    assert state(t) in ("ESTABLISHED/ESTABLISHED", "ESTABLISHED")
+
+
+def test_a_missed_syn_leaves_window_scaling_unknown():
+    """The capture starts with the SYN-ACK (a flip): whether the client offered scaling is
+    unknown, so the server's scaled windows are taken liberally."""
+    rows = [(False, SYN | ACK, S_ISN, C_ISN + 1, 0, 65535, 7), (True, ACK, C_ISN + 1, S_ISN + 1, 0),
+            (False, ACK, S_ISN + 1, C_ISN + 1, 0, 1000)]            # 1000 << 7 bytes
+    rows += [(True, PSH | ACK, C_ISN + 1 + k * 10_000, S_ISN + 1, 10_000) for k in range(12)]
+    t, res = run(rows)
+    assert t.stats["out_of_window"] == 0
+
+
+def test_a_fin_again_in_closing_stays_closing():
+    rows = handshake() + [(True, FIN | ACK, C_ISN + 1, S_ISN + 1, 0),
+                          (False, FIN | ACK, S_ISN + 1, C_ISN + 1, 0),
+                          (True, FIN | ACK, C_ISN + 1, S_ISN + 1, 0)]   # resent, acks nothing new
+    t, _ = run(rows)
+    assert state(t) == "CLOSING/CLOSING"
