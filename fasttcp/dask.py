@@ -219,14 +219,54 @@ def _segments_of(frame: pd.DataFrame) -> dict[int, np.ndarray]:
     return out
 
 
-def _bucket_of(frame: pd.DataFrame, partitions: int) -> pd.Series:
-    parts = np.zeros(len(frame), dtype=np.intp)
+# An event-table partition once parsed (before the shuffle): numbers only, addresses as two
+# uint64 words (an IPv4 address in the low one), so nothing is parsed twice.
+_SEGMENT_FIELDS = [name for name in SEGMENT_DTYPE.names or () if name not in ("src", "dst")]
+_PARSED_DTYPES = {"v6": "bool", "src_hi": "uint64", "src_lo": "uint64", "dst_hi": "uint64",
+                  "dst_lo": "uint64", **{name: SEGMENT_DTYPE[name].str for name in
+                                         _SEGMENT_FIELDS}, "_part": "int64"}
+
+
+def _parsed(frame: pd.DataFrame, partitions: int) -> pd.DataFrame:
+    """The partition's segments in their order, numeric, with the part each belongs to."""
     segments = _segments_of(frame)
     is6 = frame["src"].astype(str).str.contains(":").to_numpy()
+    out = pd.DataFrame({name: np.zeros(len(frame), dtype=dtype)
+                        for name, dtype in _PARSED_DTYPES.items()}, index=frame.index)
+    out["v6"] = is6
     for family, rows in ((4, ~is6), (6, is6)):
-        if rows.any():
-            parts[rows] = flow_partition(segments[family], partitions)
-    return pd.Series(parts, index=frame.index, name="_part")
+        seg = segments[family]
+        if not len(seg):
+            continue
+        for end in ("src", "dst"):
+            if family == 4:
+                out.loc[rows, f"{end}_lo"] = seg[end].astype(np.uint64)
+            else:
+                words = np.ascontiguousarray(seg[end]).view(np.uint64)
+                out.loc[rows, f"{end}_hi"], out.loc[rows, f"{end}_lo"] = words[:, 0], words[:, 1]
+        for name in _SEGMENT_FIELDS:
+            out.loc[rows, name] = seg[name]
+        out.loc[rows, "_part"] = flow_partition(seg, partitions)
+    return out
+
+
+def _segments_of_parsed(frame: pd.DataFrame) -> dict[int, np.ndarray]:
+    """SEGMENT_DTYPE / SEGMENT6_DTYPE arrays back from a parsed partition."""
+    is6 = frame["v6"].to_numpy()
+    out = {}
+    for family, rows, dtype in ((4, ~is6, SEGMENT_DTYPE), (6, is6, SEGMENT6_DTYPE)):
+        seg = np.zeros(int(rows.sum()), dtype=dtype)
+        for end in ("src", "dst"):
+            if family == 4:
+                seg[end] = frame[f"{end}_lo"].to_numpy()[rows]
+            else:
+                words = np.stack([frame[f"{end}_hi"].to_numpy()[rows],
+                                  frame[f"{end}_lo"].to_numpy()[rows]], axis=1)
+                seg[end] = words.view(np.uint8)
+        for name in _SEGMENT_FIELDS:
+            seg[name] = frame[name].to_numpy()[rows]
+        out[family] = seg
+    return out
 
 
 def flows_from_events(events: dd.DataFrame, columns: Optional[Mapping[str, str]] = None,
@@ -251,21 +291,18 @@ def flows_from_events(events: dd.DataFrame, columns: Optional[Mapping[str, str]]
         raise ValueError(f"the event table lacks {sorted(missing)}; map its columns with "
                          f"columns={{fasttcp name: table name}} (see EVENT_COLUMNS)")
     partitions = partitions or max(2, events.npartitions)
-    events = events.assign(_part=events.map_partitions(_bucket_of, partitions,
-                                                       meta=("_part", "int64")))
-    shuffled = events.shuffle(on="_part", npartitions=partitions)
-    now = events["ts"].max()
-    meta = _meta(model)
-
     sequence = {"seq", "ack", "window"} <= set(events.columns)
+    parsed = events.map_partitions(_parsed, partitions, meta=pd.DataFrame(
+        {name: pd.Series(dtype=dtype) for name, dtype in _PARSED_DTYPES.items()}))
+    shuffled = parsed.shuffle(on="_part", npartitions=partitions)
+    now = parsed["ts"].max()
+    meta = _meta(model)
 
     def track(frame: pd.DataFrame, now: Any) -> pd.DataFrame:
         if not len(frame):
             return meta
-        latest = pd.Timestamp(now).value if isinstance(now, (pd.Timestamp, np.datetime64)) \
-            else int(now)
-        return _track({f: [a] for f, a in _segments_of(frame).items()}, model, timeouts,
-                      latest, sequence)
+        return _track({f: [a] for f, a in _segments_of_parsed(frame).items()}, model,
+                      timeouts, int(now), sequence)
 
     return shuffled.map_partitions(track, now, meta=meta, align_dataframes=False)
 
