@@ -500,9 +500,9 @@ cdef enum:
 cdef char* LETTER_CHARS = b"SsHhAaDdFfRrQqIiTtWw"   # by entry (letter << 1 | direction)
 
 
-cdef inline int history_text(const flow_t* f, bint flipped, uint8_t* out,
-                             int width) noexcept nogil:
-    """Writes the Zeek history string (ASCII, NUL-padded to width); returns its length."""
+cdef inline void history_text(const flow_t* f, bint flipped, uint8_t* out,
+                              int width) noexcept nogil:
+    """Writes the Zeek history string (ASCII, NUL-padded to width)."""
     cdef int n = ft_popcount32(f.seen), k, at = 0
     if flipped:
         out[0] = 94      # '^'
@@ -511,7 +511,6 @@ cdef inline int history_text(const flow_t* f, bint flipped, uint8_t* out,
         out[at + k] = LETTER_CHARS[history_entry(f, k)]
     for k in range(at + n, width):
         out[k] = 0
-    return at + n
 
 
 cdef inline bint syn_then_reset(const flow_t* f) noexcept nogil:
