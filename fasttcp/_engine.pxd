@@ -122,6 +122,7 @@ cdef struct wheel_t:
     bucket_t* slots             # WHEEL_SLOTS of them
     int64_t tick                # the first tick not yet wholly processed
     bint started                # tick is set (by the first connection scheduled)
+    intp_t allocated            # entries allocated over all slots (see wheel_bound)
 
 
 # The hash index and bookkeeping of one address family's table.
@@ -154,9 +155,11 @@ cdef struct table_t:
     intp_t n_states
     intp_t n_classes
     # expiry (due == NULL: connections never expire)
-    uint32_t* due               # per record: the tick its expiry check is scheduled at
+    uint32_t* due               # per record: the tick its expiry check is scheduled at,
+                                # modulo 2**32 (always within one revolution of wheel.tick)
     const int64_t* timeout      # per state: idle time (ns) after which a connection expires
     wheel_t wheel
+    int64_t clock_limit         # a full table expires by a segment's time, at most this (ns)
     # eviction (evict_ring == NULL: a full table refuses to grow past its bound)
     uint64_t* evict_ring        # new connections, oldest first: record | first_ts low bits << 32
     intp_t evict_head           # next entry to look at (monotonic; the ring wraps)

@@ -21,8 +21,9 @@ import math
 import numpy as np
 
 cimport numpy as cnp
+from cpython.mem cimport PyMem_RawCalloc, PyMem_RawFree, PyMem_RawRealloc
 from libc.stdint cimport INT64_MAX
-from libc.stdlib cimport calloc, free, realloc
+from libc.stdlib cimport calloc, free
 from libc.string cimport memcpy, memset
 
 from fasttcp._typedefs cimport int8_t, int64_t, intp_t, uint8_t, uint16_t, uint32_t, uint64_t
@@ -110,6 +111,8 @@ cdef enum:
     WHEEL_SLOTS = 4096   # one revolution: 68 minutes of one-second ticks
     WHEEL_MASK = WHEEL_SLOTS - 1
     TICK_NS = 1_000_000_000
+    WHEEL_ENTRIES_PER_RECORD = 4   # see wheel_bound
+    WHEEL_MIN_ENTRIES = 4 * WHEEL_SLOTS
 
 # Why a connection left the table, as flow rows record it (fasttcp.flows.ENDED, after "live").
 END_CLOSED = 1
@@ -699,11 +702,12 @@ cdef inline void end_connection(table_t* t, const conn_t* c, intp_t rid,
 
 
 cdef inline int push(bucket_t* b, uint32_t rid) noexcept nogil:
+    # PyMem_Raw*: the C allocator, but seen by tracemalloc, so tests can check nbytes_expiry
     cdef uint32_t cap
     cdef uint32_t* grown
     if b.len == b.cap:
         cap = 16 if b.cap == 0 else 2 * b.cap
-        grown = <uint32_t*>realloc(b.rids, cap * sizeof(uint32_t))
+        grown = <uint32_t*>PyMem_RawRealloc(b.rids, cap * sizeof(uint32_t))
         if grown == NULL:
             return -1
         b.rids, b.cap = grown, cap
@@ -712,11 +716,78 @@ cdef inline int push(bucket_t* b, uint32_t rid) noexcept nogil:
     return 0
 
 
+cdef inline int wheel_push(wheel_t* w, int64_t tick, uint32_t rid) noexcept nogil:
+    """Lists rid in the slot of `tick`, counting what the slot allocates."""
+    cdef bucket_t* b = &w.slots[tick & WHEEL_MASK]
+    cdef uint32_t cap = b.cap
+    if push(b, rid) < 0:
+        return -1
+    w.allocated += b.cap - cap
+    return 0
+
+
+cdef inline intp_t wheel_bound(const table_t* t) noexcept nogil:
+    """Entries the wheel may allocate before compact_wheel: WHEEL_ENTRIES_PER_RECORD per
+    record of capacity, plus a floor. Past it, entries left stale by rescheduling, closing
+    and eviction are dropped; since a compaction leaves at most one entry per live record,
+    it comes after capacity pushes at least, which keeps its cost amortised O(1) per push."""
+    return WHEEL_ENTRIES_PER_RECORD * t.capacity + WHEEL_MIN_ENTRIES
+
+
+cdef int compact_wheel(table_t* t, const conn_t* recs) noexcept nogil:
+    """Keeps one entry per live record, in the slot of its due tick, drops every other
+    (records gone, listed again elsewhere, or listed twice) and frees the slack. Never
+    called while expire_wheel walks a slot. Returns -1 when out of memory (nothing lost)."""
+    cdef wheel_t* w = &t.wheel
+    cdef uint8_t* listed = <uint8_t*>PyMem_RawCalloc((t.used >> 3) + 1, 1)
+    cdef intp_t s, r, kept
+    cdef uint32_t rid
+    cdef bucket_t* b
+    cdef uint32_t* shrunk
+    if listed == NULL:
+        return -1
+    w.allocated = 0
+    for s in range(WHEEL_SLOTS):
+        b = &w.slots[s]
+        kept = 0
+        for r in range(b.len):
+            rid = b.rids[r]
+            if (rid < t.used and (recs[rid].status & S_ALIVE)
+                    and (t.due[rid] & WHEEL_MASK) == <uint32_t>s
+                    and not (listed[rid >> 3] & (1 << (rid & 7)))):
+                listed[rid >> 3] |= 1 << (rid & 7)
+                b.rids[kept] = rid
+                kept += 1
+        b.len = <uint32_t>kept
+        if kept == 0:
+            PyMem_RawFree(b.rids)
+            b.rids, b.cap = NULL, 0
+        elif kept < b.cap:
+            shrunk = <uint32_t*>PyMem_RawRealloc(b.rids, kept * sizeof(uint32_t))
+            if shrunk != NULL:
+                b.rids, b.cap = shrunk, <uint32_t>kept
+        w.allocated += b.cap
+    PyMem_RawFree(listed)
+    return 0
+
+
+cdef inline int bound_wheel(table_t* t, const conn_t* recs) noexcept nogil:
+    if t.wheel.allocated > wheel_bound(t):
+        return compact_wheel(t, recs)
+    return 0
+
+
 cdef inline int64_t deadline_of(int64_t last_ts, int64_t timeout) noexcept nogil:
     """last_ts + timeout, saturating: a "never" timeout (INT64_MAX) stays never."""
     if timeout > INT64_MAX - last_ts:
         return INT64_MAX
     return last_ts + timeout
+
+
+cdef inline bint is_due(int64_t deadline, int64_t now) noexcept nogil:
+    # INT64_MAX is "never" (a timeout of never, or a deadline past the clock's range): not
+    # even a clock at INT64_MAX reaches it
+    return deadline <= now and deadline != INT64_MAX
 
 
 cdef inline int64_t clamp_tick(const wheel_t* w, int64_t tick) noexcept nogil:
@@ -729,6 +800,12 @@ cdef inline int64_t clamp_tick(const wheel_t* w, int64_t tick) noexcept nogil:
     return tick
 
 
+cdef inline int32_t ticks_after(uint32_t due, int64_t tick) noexcept nogil:
+    """How many ticks `due` (a tick modulo 2**32) lies after `tick`: exact, whatever the
+    clock's epoch, because a due tick never lies more than a revolution from the wheel's."""
+    return <int32_t>(due - <uint32_t>tick)
+
+
 cdef inline int schedule(table_t* t, intp_t rid, int64_t now, int64_t deadline) noexcept nogil:
     """Lists record rid in the wheel at its deadline (ns); `now` starts an unstarted wheel."""
     cdef int64_t tick
@@ -736,15 +813,17 @@ cdef inline int schedule(table_t* t, intp_t rid, int64_t now, int64_t deadline) 
         t.wheel.tick = now // TICK_NS
         t.wheel.started = True
     tick = clamp_tick(&t.wheel, deadline // TICK_NS)
-    t.due[rid] = <uint32_t>tick
-    return push(&t.wheel.slots[tick & WHEEL_MASK], <uint32_t>rid)
+    if wheel_push(&t.wheel, tick, <uint32_t>rid) < 0:
+        return -1
+    t.due[rid] = <uint32_t>tick      # only once listed there: compact_wheel trusts it
+    return 0
 
 
 cdef inline int schedule_if_sooner(table_t* t, intp_t rid, int64_t now,
                                    int64_t deadline) noexcept nogil:
     """After a state change: a shorter timeout moves the check earlier; a longer one waits for
     the scheduled check to find it."""
-    if clamp_tick(&t.wheel, deadline // TICK_NS) < <int64_t>t.due[rid]:
+    if ticks_after(t.due[rid], clamp_tick(&t.wheel, deadline // TICK_NS)) > 0:
         return schedule(t, rid, now, deadline)
     return 0
 
@@ -979,12 +1058,12 @@ cdef int expire_wheel(table_t* t, conn_t* recs, int64_t now, intp_t* expired) no
             c = &recs[rid]
             if not (c.status & S_ALIVE) or (t.due[rid] & WHEEL_MASK) != slot:
                 continue                            # gone, or listed in another slot since
-            if <int64_t>t.due[rid] > tick:
+            if ticks_after(t.due[rid], tick) > 0:
                 b.rids[kept] = rid                  # due in a later revolution
                 kept += 1
                 continue
             deadline = deadline_of(c.last_ts, t.timeout[c.state])
-            if deadline <= now:
+            if is_due(deadline, now):
                 if t.n_ended + 1 > t.ended_capacity:
                     # collect first: keep this one and the rest listed, resume at this tick
                     r -= 1
@@ -1007,10 +1086,13 @@ cdef int expire_wheel(table_t* t, conn_t* recs, int64_t now, intp_t* expired) no
             if (last & WHEEL_MASK) == slot:
                 b.rids[kept] = rid
                 kept += 1
-            elif push(&w.slots[last & WHEEL_MASK], <uint32_t>rid) < 0:
+            elif wheel_push(w, last, <uint32_t>rid) < 0:
                 b.len = kept + (b.len - r)
                 return -1
         b.len = kept
+        if bound_wheel(t, recs) < 0:     # between slots: nothing is being walked
+            w.tick = tick + 1
+            return -1
     w.tick = now_tick
     return 0
 
@@ -1060,7 +1142,7 @@ cdef int apply_batch(table_t* t, conn_t* recs, const events_t* events, const wal
         class_counts[cls] += 1
         rid = find(ix, recs, ev, i, h, &pos, &first_tomb, &d)
         if rid >= 0 and t.due != NULL and \
-                deadline_of(recs[rid].last_ts, t.timeout[recs[rid].state]) <= ev.ts[i]:
+                is_due(deadline_of(recs[rid].last_ts, t.timeout[recs[rid].state]), ev.ts[i]):
             # idle for its whole timeout (conntrack and Zeek expire at the deadline itself):
             # that connection is over, and this segment meets the key as if for the first
             # time (its slot is where the key goes back)
@@ -1153,8 +1235,10 @@ cdef int apply_batch(table_t* t, conn_t* recs, const events_t* events, const wal
             else:
                 if t.count >= t.capacity and t.due != NULL:
                     # full: first let the connections whose time is up go (by this segment's
-                    # clock), before growing or evicting a live one
-                    wheel_rc = expire_wheel(t, recs, ev.ts[i], &n_expired)
+                    # time, but never past the tracker's clock: one forged timestamp must not
+                    # expire the table), before growing or evicting a live one
+                    wheel_rc = expire_wheel(t, recs, min(ev.ts[i], t.clock_limit),
+                                            &n_expired)
                     c_n.expired += n_expired
                     n_expired = 0
                     if wheel_rc != 0:
@@ -1203,6 +1287,8 @@ cdef int apply_batch(table_t* t, conn_t* recs, const events_t* events, const wal
                     end_connection(t, c, rid, E_CLOSED)
                     remove_connection(t, recs, rid, pos)
                     c_n.closed += 1
+        if t.due != NULL and rc == RC_DONE and bound_wheel(t, recs) < 0:
+            rc = RC_NO_MEMORY
         if out_conn != NULL:
             # with shards, record indices interleave: shard s owns s, s + n_shards, ...
             out_conn[i] = rid * t.n_shards + t.shard if rid >= 0 else -1
@@ -1444,6 +1530,7 @@ cdef class FlowTable:
         self.t.class_counts = &class_counts[0]
         self.t.free_head = -1
         self.t.ended_capacity = 1 << 62
+        self.t.clock_limit = INT64_MAX
         if timeouts is not None:
             timeouts = np.array(timeouts, dtype=np.int64, copy=True).ravel()
             if timeouts.shape[0] != n_states or (timeouts < 0).any():
@@ -1478,7 +1565,7 @@ cdef class FlowTable:
         cdef intp_t i
         if self.t.wheel.slots != NULL:
             for i in range(WHEEL_SLOTS):
-                free(self.t.wheel.slots[i].rids)
+                PyMem_RawFree(self.t.wheel.slots[i].rids)
             free(self.t.wheel.slots)
             self.t.wheel.slots = NULL
 
@@ -1658,6 +1745,12 @@ cdef class FlowTable:
                 raise ValueError("the free list names a live, unused or repeated record")
             steps += 1
             rid = -1 if link[rid] == 0xffffffff else <intp_t>link[rid]
+
+    def set_clock_limit(self, int64_t limit):
+        """The latest time (ns) a full table may expire connections by, before it grows or
+        evicts: the tracker's clock. Without it, one forged far-future segment arriving at a
+        full table would expire every connection."""
+        self.t.clock_limit = limit
 
     def set_evicting(self, bint evicting):
         """At its bound, a full table with eviction on evicts instead of asking for room."""
@@ -2043,10 +2136,25 @@ cdef class FlowTable:
         """The per-record due ticks and the wheel: slot headers and the entries allocated."""
         if self._due is None:
             return 0
-        cdef intp_t i, entries = 0
-        for i in range(WHEEL_SLOTS):
-            entries += self.t.wheel.slots[i].cap
-        return self._due.nbytes + WHEEL_SLOTS * sizeof(bucket_t) + entries * sizeof(uint32_t)
+        return (self._due.nbytes + WHEEL_SLOTS * sizeof(bucket_t)
+                + self.t.wheel.allocated * sizeof(uint32_t))
+
+    @property
+    def max_nbytes_expiry(self):
+        """The most nbytes_expiry can reach at this capacity, whatever the traffic: due
+        ticks, slot headers, and entries. The entries are compacted back under wheel_bound
+        after every event and every slot expire walks; between two such points each slot can
+        at most double (and get its first 16), and the pushes are bounded by what is listed,
+        so they stay under 4 * wheel_bound + 16 per slot."""
+        if self._due is None:
+            return 0
+        return (self._due.nbytes + WHEEL_SLOTS * sizeof(bucket_t)
+                + (4 * wheel_bound(&self.t) + 16 * WHEEL_SLOTS) * sizeof(uint32_t))
+
+    @property
+    def nbytes_sequence(self):
+        """Sequence state beside the records (allocated by the first sequence-aware batch)."""
+        return 0 if self._seq is None else self._seq.nbytes
 
     @property
     def nbytes_flows(self):
@@ -2059,3 +2167,68 @@ cdef class FlowTable:
     @property
     def nbytes_eviction(self):
         return 0 if self._evict_ring is None else self._evict_ring.nbytes
+
+
+cdef class EventClock:
+    """The time segments say it is, believed only as far as they agree.
+
+    Timestamps move the clock forward (never back). A segment more than `max_jump` ns ahead of
+    the clock is suspect: it moves nothing, unless `confirm` consecutive segments are all that
+    far ahead, as after a genuine gap in a capture, where every later packet is later. The
+    clock then moves to the earliest of them, so one forged far-future segment among them
+    cannot carry it further. `max_jump` < 0 follows every timestamp.
+    """
+    cdef readonly int64_t now         # ns; meaningful once `started`
+    cdef readonly bint started
+    cdef readonly int64_t max_jump
+    cdef readonly intp_t confirm
+    cdef readonly int64_t suspect     # segments that arrived beyond max_jump
+    cdef readonly int64_t jumps       # jumps beyond max_jump followed, once confirmed
+    cdef intp_t run                   # consecutive suspect segments so far
+    cdef int64_t run_min              # the earliest of them
+
+    def __cinit__(self, int64_t max_jump, intp_t confirm):
+        if confirm < 1:
+            raise ValueError(f"confirm must be at least 1, not {confirm}")
+        self.max_jump, self.confirm = max_jump, confirm
+
+    def advance(self, const int64_t[::1] ts):
+        """Takes a batch's timestamps, in order (each >= 0). Returns the clock."""
+        cdef intp_t i, n = ts.shape[0]
+        cdef int64_t t
+        with nogil:
+            for i in range(n):
+                t = ts[i]
+                if not self.started or self.max_jump < 0:
+                    self.started = True
+                    if t > self.now:
+                        self.now = t
+                elif t - self.now <= self.max_jump:
+                    self.run = 0
+                    if t > self.now:
+                        self.now = t
+                else:
+                    self.suspect += 1
+                    if self.run == 0 or t < self.run_min:
+                        self.run_min = t
+                    self.run += 1
+                    if self.run >= self.confirm:
+                        self.now = self.run_min
+                        self.run = 0
+                        self.jumps += 1
+        return self.now
+
+    def state(self):
+        """Everything `restore` needs, as a dict of ints."""
+        return {"now": self.now, "started": int(self.started), "suspect": self.suspect,
+                "jumps": self.jumps, "run": self.run, "run_min": self.run_min}
+
+    def restore(self, dict state):
+        """Takes a `state()` back (checked: a clock that cannot have been)."""
+        now, started, run = state["now"], state["started"], state["run"]
+        run_min, suspect, jumps = state["run_min"], state["suspect"], state["jumps"]
+        if not (0 <= now and started in (0, 1) and 0 <= run < self.confirm and run_min >= 0
+                and 0 <= jumps <= suspect):
+            raise ValueError(f"inconsistent clock state {state!r}")
+        self.now, self.started, self.run, self.run_min = now, started, run, run_min
+        self.suspect, self.jumps = suspect, jumps

@@ -37,7 +37,8 @@ def reasons(flows):
 
 
 def test_idle_connections_expire_by_their_state_timeout():
-    t = fasttcp.Tracker("conntrack", flows=True)
+    # single segments minutes apart: the clock follows each (tests/test_clock.py has the rule)
+    t = fasttcp.Tracker("conntrack", flows=True, max_clock_jump=None)
     segment(t, T0, SYN, 1)                 # SYN_SENT: 120 s
     handshake(t, T0, 2)                    # ESTABLISHED: 5 days
     segment(t, T0 + 119 * S, ACK, 3, length=10)   # a third, to move the clock
@@ -224,7 +225,8 @@ def test_a_full_table_makes_room_by_expiring_first():
     """At its bound, a table lets the connections whose time is up go before raising or
     evicting a live one (by the new segment's clock)."""
     for evict in (False, True):
-        t = fasttcp.Tracker("conntrack", capacity=4, max_capacity=4, evict=evict)
+        t = fasttcp.Tracker("conntrack", capacity=4, max_capacity=4, evict=evict,
+                            max_clock_jump=None)
         for port in range(1, 5):
             segment(t, T0, SYN, port)          # SYN_SENT: 120 s
         segment(t, T0 + 200 * S, SYN, 9)      # the four are past their time: no error
@@ -271,3 +273,70 @@ def test_a_crafted_snapshot_free_list_is_refused(tmp_path):
     t.save(path)
     with pytest.raises(SnapshotError, match="free list"):
         fasttcp.Tracker.load(path)
+
+
+@pytest.mark.parametrize("epoch_s", [0, 2**32 - 5, 2**32 + 5, 2**33 - 3, 9_223_372_000])
+def test_a_timeout_fires_on_time_at_any_epoch(epoch_s):
+    """Due ticks are kept modulo 2**32 seconds: past 2**32 s (year 2106) a 10 s timeout used
+    to fire after 119 s."""
+    t = fasttcp.Tracker("conntrack", timeouts={"CLOSE": 10}, clock="manual")
+    start = epoch_s * S
+    handshake(t, start)
+    segment(t, start + S, RST | ACK)                        # CLOSE: 10 s
+    assert t.histogram()["CLOSE"] == 1
+    t.expire(start + 10 * S)
+    assert len(t) == 1
+    t.expire(start + 11 * S)
+    assert len(t) == 0 and t.stats["expired"] == 1
+
+
+def test_no_timeout_means_never_even_at_the_end_of_time():
+    end = np.iinfo(np.int64).max
+    t = fasttcp.Tracker("conntrack", timeouts={"ESTABLISHED": float("inf")}, clock="manual")
+    handshake(t, end - 5 * S)
+    segment(t, end, ACK)                 # touched at the last representable instant
+    t.expire(end)
+    assert t.histogram()["ESTABLISHED"] == 1 and t.stats["expired"] == 0
+
+
+def test_wheel_memory_stays_bounded_by_capacity_under_hours_of_mixed_traffic():
+    """A full table with eviction, random flags (so connections are rescheduled, closed,
+    evicted and reopened all the time): stale wheel entries used to pile up for an hour,
+    about 1.6 kB per connection. Now the wheel is compacted past a bound per record of
+    capacity, and tracemalloc sees what nbytes_expiry reports."""
+    import tracemalloc
+
+    capacity = 1 << 12
+    t = fasttcp.Tracker("conntrack", capacity=capacity, max_capacity=capacity, evict=True,
+                        seed=3)
+    (table,) = t._tables.get(4) or [t._family(4)[0]]
+    rng = np.random.default_rng(7)
+    pool = np.array([SYN, SYN | ACK, ACK, PSH | ACK, FIN | ACK, RST, RST | ACK, FIN, 0],
+                    dtype=np.uint8)
+    tracemalloc.start()
+    try:
+        peak, at_hour = 0, {}
+        for second in range(0, 4 * 3600, 20):              # four hours, a batch per 20 s
+            n = 2000
+            ts = T0 + second * S + np.sort(rng.integers(0, 20 * S, n))
+            client = (0x0A000000 + rng.integers(0, 4 * capacity, n)).astype(np.uint32)
+            forward = rng.random(n) < 0.5
+            t.update(ts, np.where(forward, client, SERVER).astype(np.uint32),
+                     np.where(forward, 40000, 80).astype(np.uint16),
+                     np.where(forward, SERVER, client).astype(np.uint32),
+                     np.where(forward, 80, 40000).astype(np.uint16),
+                     pool[rng.integers(0, len(pool), n)])
+            peak = max(peak, table.nbytes_expiry)
+            at_hour[second // 3600] = table.nbytes_expiry
+            if second == 3600:
+                traced_after_an_hour = tracemalloc.get_traced_memory()[0]
+                expiry_after_an_hour = table.nbytes_expiry
+        traced_growth = tracemalloc.get_traced_memory()[0] - traced_after_an_hour
+    finally:
+        tracemalloc.stop()
+    assert len(t) > 0.9 * capacity and t.stats["evicted"] > 10 * capacity
+    assert peak <= table.max_nbytes_expiry
+    assert table.max_nbytes_expiry <= 256 * capacity     # what SECURITY.md promises
+    # flat, not rising: three more hours add no more than the wheel's own swing
+    assert traced_growth <= table.nbytes_expiry - expiry_after_an_hour + 64 * capacity
+    assert max(at_hour.values()) <= table.max_nbytes_expiry

@@ -35,7 +35,8 @@ def test_update_returns_counts_and_optional_event_arrays():
     assert res.verdict.tolist() == [fasttcp.VALID]
     assert t.stats == {"events": 5, "new": 1, "valid": 3, "invalid": 1, "ignored": 0,
                        "untracked": 0, "closed": 0, "expired": 0, "evicted": 0, "refused": 0,
-                       "out_of_window": 0, "retransmitted": 0, "zero_window": 0}
+                       "out_of_window": 0, "retransmitted": 0, "zero_window": 0,
+                       "clock_suspect": 0, "clock_jumps": 0}
 
 
 def test_structured_events_give_the_same_result_as_columns():
@@ -427,3 +428,31 @@ def test_dropped_sharded_trackers_release_their_threads():
             break
         time.sleep(0.01)
     assert threading.active_count() <= before
+
+
+def test_memory_usage_counts_every_part_as_tracemalloc_sees_it():
+    """Sequence state (40 bytes per connection) was left out of memory_usage and
+    bytes_per_connection. Every part is counted now, and the total is what was allocated."""
+    import gc
+    import tracemalloc
+
+    with fasttcp.open_capture(fasttcp.SAMPLE_CAPTURE) as cap:
+        segments = np.concatenate([batch.ipv4 for batch in cap])[:100]
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        t = Tracker("conntrack", capacity=1 << 16, flows=True, evict=True)
+        t.update(segments)                     # sequence columns: sequence-aware from here
+        t.pop_flows()
+        gc.collect()
+        traced = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    usage = t.memory_usage()[4]
+    assert usage["sequence"] == 40 * (1 << 16)
+    parts = ("records", "index", "expiry", "flows", "eviction", "sequence")
+    assert usage["total"] == sum(usage[part] for part in parts)
+    assert t.bytes_per_connection() == usage["total"] / (1 << 16)
+    # the wheel's slot headers come from calloc, which tracemalloc does not see
+    assert abs(traced - usage["total"]) <= 0.02 * usage["total"]
