@@ -252,17 +252,24 @@ class ReferenceTracker:
 
     def __init__(self, model: str | Model = "rfc793",
                  timeouts: Optional[Mapping[str, float]] = None,
-                 capacity: Optional[int] = None, flows: bool = False) -> None:
+                 capacity: Optional[int] = None, flows: bool = False,
+                 max_clock_jump: Optional[float] = 60.0, clock_confirm: int = 2) -> None:
         """`timeouts` (seconds per state name) turns expiry on, by the segments' clock as the
-        engine's "events" clock does; `capacity` turns eviction on at that many connections
-        (a full table first expires by the new segment's clock); `flows` keeps a ZeekView
-        per connection."""
+        engine's "events" clock does (`max_clock_jump`, `clock_confirm`: as `Tracker`'s);
+        `capacity` turns eviction on at that many connections (a full table first expires by
+        the new segment's time, at most the clock); `flows` keeps a ZeekView per
+        connection."""
         self.model = get_model(model)
         self.flows = flows
         self.timeout = (None if timeouts is None else
                         [math.inf if timeouts[name] == math.inf else round(timeouts[name] * 1e9)
                          for name in self.model.states])
         self.now = 0
+        self.clock: Optional[int] = None      # the segments' clock, once one has been seen
+        self.max_jump = None if max_clock_jump is None else round(max_clock_jump * 1e9)
+        self.confirm = clock_confirm
+        self.suspects: list[int] = []         # the current run of segments too far ahead
+        self.limit = 0                        # the clock after the batch being applied
         self.capacity = capacity
         self.evict_queue: deque = deque()   # (key, first_ts) of connections, by creation
         self._class_of = self.model.class_of.tolist()
@@ -274,7 +281,8 @@ class ReferenceTracker:
         self.hist = [0] * len(self.model.states)
         self.stats = dict.fromkeys(("events", "new", "valid", "invalid", "ignored",
                                     "untracked", "closed", "expired", "evicted", "refused",
-                                    "out_of_window", "retransmitted", "zero_window"), 0)
+                                    "out_of_window", "retransmitted", "zero_window",
+                                    "clock_suspect", "clock_jumps"), 0)
         self._early = self.model.early.tolist()
         self.sequence_aware = False     # set by the first batch with sequence columns
         self.ended: list[tuple[Conn, str]] = []   # connections that left, and why
@@ -312,7 +320,7 @@ class ReferenceTracker:
                 return 0, verdict, False
             if self.capacity is not None and len(self.conns) >= self.capacity \
                     and self.timeout is not None:
-                self.expire(ts)
+                self.expire(min(ts, self.limit))
             if self.capacity is not None and len(self.conns) >= self.capacity \
                     and not self._evict():
                 stats["refused"] += 1
@@ -438,12 +446,31 @@ class ReferenceTracker:
             scale = [-1] * len(ts) if wscale is None else np.asarray(wscale).tolist()
             sequences = list(zip(np.asarray(seq).tolist(), np.asarray(ack).tolist(),
                                  np.asarray(window).tolist(), scale))
+        for t in ts:
+            self._tick(t)
+        self.limit = self.now if self.clock is None else self.clock
         process = self.process
         results = [process(*event) for event in zip(ts, src, sport, dst, dport, flags, length,
                                                     sequences)]
         if self.timeout is not None and ts:
-            self.expire(max(ts))
+            self.expire(self.limit)
         return results
+
+    def _tick(self, ts: int) -> None:
+        """The clock rule: follow a segment at most max_jump ahead; a jump further needs
+        `confirm` segments in a row that far ahead, and goes to the earliest of them."""
+        if self.clock is None or self.max_jump is None:
+            self.clock = ts if self.clock is None else max(self.clock, ts)
+        elif ts - self.clock <= self.max_jump:
+            self.clock = max(self.clock, ts)
+            self.suspects = []
+        else:
+            self.stats["clock_suspect"] += 1
+            self.suspects.append(ts)
+            if len(self.suspects) == self.confirm:
+                self.clock = min(self.suspects)
+                self.suspects = []
+                self.stats["clock_jumps"] += 1
 
     def lookup(self, src: Hashable, sport: int, dst: Hashable, dport: int) -> Optional[Conn]:
         return self.conns.get(self.key(src, sport, dst, dport))

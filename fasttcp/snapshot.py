@@ -115,7 +115,9 @@ def save(tracker: "Tracker", path: PathLike) -> None:
                         "shards": tracker.shards, "flows": tracker.keeps_flows,
                         "expiry": tracker.expiry, "clock": tracker.clock,
                         "evict": tracker.evict, "now": tracker.now,
-                        "resizes": tracker.resizes},
+                        "resizes": tracker.resizes, "max_clock_jump": tracker.max_clock_jump,
+                        "clock_confirm": tracker.clock_confirm,
+                        "event_clock": tracker._clock.state()},
             "tables": tables,
         }
         _write(path, header, arrays)
@@ -245,7 +247,9 @@ def load(path: PathLike, mmap: bool = False, verify: bool = True) -> "Tracker":
                           max_capacity=settings["max_capacity"], timeouts=settings["timeouts"],
                           shards=settings["shards"], flows=settings["flows"],
                           expiry=settings["expiry"], clock=settings["clock"],
-                          evict=settings["evict"])
+                          evict=settings["evict"], max_clock_jump=settings["max_clock_jump"],
+                          clock_confirm=settings["clock_confirm"])
+        tracker._clock.restore(settings["event_clock"])
         tracker._keys = tuple(int(k) for k in settings["keys"])  # type: ignore[assignment]
         tracker.now, tracker.resizes = settings["now"], settings["resizes"]
         for spec in header["tables"]:

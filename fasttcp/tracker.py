@@ -50,7 +50,7 @@ STATUS_ILLEGAL_SHIFT = _engine.STATUS_ILLEGAL_SHIFT
 VERDICTS = ("new", "valid", "invalid", "ignored")
 
 # What memory_usage reports, by the FlowTable.nbytes_* property of each.
-_MEMORY_PARTS = ("records", "index", "expiry", "flows", "eviction")
+_MEMORY_PARTS = ("records", "index", "expiry", "flows", "eviction", "sequence")
 
 # Below this many events a sharded batch is applied shard after shard on the calling thread:
 # handing work to the pool costs tens of microseconds.
@@ -247,8 +247,20 @@ class Tracker:
         with the connections whose time is up. Costs 4 bytes per connection and a timer
         wheel of one-second ticks.
     clock : {"events", "manual"}
-        With "events" every `update` then expires by the latest timestamp seen; with "manual"
-        only `expire(now)` does (a live tracker driven by wall-clock time).
+        With "events" every `update` then expires by the segments' clock (see
+        `max_clock_jump`); with "manual" only `expire(now)` does (a live tracker driven by
+        wall-clock time). Either way a full table expires by a new segment's time only up to
+        the clock, so no single timestamp can expire the table.
+    max_clock_jump : float or None
+        Seconds the "events" clock may move forward on one segment's word. A segment further
+        ahead is suspect (``stats["clock_suspect"]``) and moves nothing, until
+        `clock_confirm` consecutive segments are all that far ahead, as after a genuine gap
+        in a capture; the clock then moves to the earliest of them
+        (``stats["clock_jumps"]``). None follows every timestamp. The default, 60 s, lets a
+        forged far-future segment expire nothing, and delays a real gap of over a minute
+        by one segment.
+    clock_confirm : int
+        Consecutive segments beyond `max_clock_jump` that make a jump real (1: every one).
     evict : bool
         When the table is at `max_capacity`, drop the oldest connection that never got an
         answer to make room for a new one (what Linux conntrack's early drop does), instead of
@@ -286,7 +298,8 @@ class Tracker:
                  max_capacity: Optional[int] = None, seed: Optional[int] = None,
                  timeouts: Optional[Mapping[str, float]] = None, shards: int = 1,
                  flows: bool = False, expiry: bool = True, clock: str = "events",
-                 evict: bool = False) -> None:
+                 evict: bool = False, max_clock_jump: Optional[float] = 60.0,
+                 clock_confirm: int = 2) -> None:
         self.model = get_model(model)
         self.timeouts = _timeouts(self.model, timeouts or {})
         capacity = int(capacity)
@@ -310,7 +323,17 @@ class Tracker:
         if clock not in ("events", "manual"):
             raise ValueError(f"clock must be 'events' or 'manual', not {clock!r}")
         self.expiry, self.clock, self.evict = bool(expiry), clock, bool(evict)
-        #: The latest time seen (ns): the segments' own timestamps, or `expire`'s argument.
+        if max_clock_jump is not None and not 0 <= max_clock_jump < 2**62 / 1e9:
+            raise ValueError(f"max_clock_jump must be a number of seconds >= 0 or None, "
+                             f"not {max_clock_jump!r}")
+        if isinstance(clock_confirm, bool) or not isinstance(clock_confirm, int) \
+                or clock_confirm < 1:
+            raise ValueError(f"clock_confirm must be an integer >= 1, not {clock_confirm!r}")
+        self.max_clock_jump, self.clock_confirm = max_clock_jump, clock_confirm
+        self._clock = _engine.EventClock(
+            -1 if max_clock_jump is None else round(max_clock_jump * 1e9), clock_confirm)
+        #: The tracker's clock (ns): what it last expired by, the segments' (see
+        #: `max_clock_jump`) or `expire`'s argument.
         self.now = 0
         self.keeps_flows = bool(flows)
         self._ended: dict[int, list[np.ndarray]] = {4: [], 6: []}   # flow rows awaiting pop
@@ -409,6 +432,13 @@ class Tracker:
                     np.zeros(n, dtype=np.uint8))
         with self._lock:
             tables = self._family(family)
+            clock = self._clock.state()
+            if self.clock == "events" and n:
+                limit = self._clock.advance(columns[0])
+            else:
+                limit = self.now
+            for table in tables:
+                table.set_clock_limit(limit)
             if len(tables) == 1:
                 orders: list = [None]
                 hashes = None
@@ -422,12 +452,13 @@ class Tracker:
                                  for table, order in zip(tables, orders)], parallel)
         unapplied = [left for _, left in results if left is not None]
         if unapplied:
+            self._clock.restore(clock)      # the clock has not seen the events not applied
             left = np.sort(np.concatenate(unapplied))
             raise TableFullError(
                 f"IPv{family} table full (max_capacity={self.max_capacity}): "
                 f"{len(left)} of {n} events not applied", applied=int(left[0]), unapplied=left)
         if self.expiry and self.clock == "events" and n:
-            self.expire(int(columns[0].max()))
+            self.expire(self._clock.now)
         results = [counts for counts, _ in results]
         totals = {key: sum(counts[key] for counts in results)
                   for key in ("new", "valid", "invalid", "ignored")}
@@ -744,18 +775,22 @@ class Tracker:
     @property
     def stats(self) -> dict[str, int]:
         """Totals since creation: events, new, valid, invalid, ignored, untracked, closed,
-        expired, evicted, refused."""
-        totals: dict[str, int] = {}
+        expired, evicted, refused, out_of_window, retransmitted, zero_window, and the
+        clock's: segments too far ahead of it (clock_suspect) and jumps it followed once
+        confirmed (clock_jumps; see `max_clock_jump`)."""
+        totals = dict.fromkeys(_engine.COUNT_NAMES, 0)
         with self._lock:
             per_table = [table.totals for table in self._all_tables()]
+            totals["clock_suspect"] = self._clock.suspect
+            totals["clock_jumps"] = self._clock.jumps
         for counts in per_table:
             for key, value in counts.items():
-                totals[key] = totals.get(key, 0) + value
-        return totals or dict.fromkeys(_engine.COUNT_NAMES, 0)
+                totals[key] += value
+        return totals
 
     def memory_usage(self) -> dict[int, dict[str, float]]:
         """Bytes allocated per family: records, index, expiry (due ticks and wheel), flows,
-        eviction ring, their total, and the total per connection at capacity.
+        eviction ring, sequence state, their total, and the total per connection at capacity.
 
         >>> Tracker(capacity=1000).memory_usage()
         {}
@@ -774,7 +809,7 @@ class Tracker:
 
     def bytes_per_connection(self, family: int = 4) -> float:
         """Bytes per connection when the family's table is full: records, index, and what
-        expiry, flows and eviction add.
+        expiry, flows, eviction and sequence state add.
 
         >>> Tracker(expiry=False).bytes_per_connection()
         64.0
