@@ -340,3 +340,24 @@ def test_wheel_memory_stays_bounded_by_capacity_under_hours_of_mixed_traffic():
     # flat, not rising: three more hours add no more than the wheel's own swing
     assert traced_growth <= table.nbytes_expiry - expiry_after_an_hour + 64 * capacity
     assert max(at_hour.values()) <= table.max_nbytes_expiry
+
+
+@pytest.mark.parametrize("family, per_connection", [(4, 228), (6, 252)])
+def test_memory_per_connection_of_max_capacity_is_what_security_md_states(family,
+                                                                          per_connection):
+    capacity = 3000          # not a power of two: the eviction ring rounds up the most
+    t = fasttcp.Tracker("conntrack", capacity=capacity, max_capacity=capacity, evict=True,
+                        flows=True)
+    batch = np.zeros(3, dtype=fasttcp.SEGMENT_DTYPE if family == 4 else fasttcp.SEGMENT6_DTYPE)
+    batch["ts"], batch["flags"], batch["sport"], batch["dport"] = T0, SYN, 40000, 80
+    batch["wscale"] = -1
+    if family == 4:
+        batch["src"] = CLIENT
+    else:
+        batch["src"][:, 15] = 1
+    t.update(batch)                                       # sequence-aware from here
+    usage = t.memory_usage()[family]
+    (table,) = t._family(family)
+    assert usage["sequence"] > 0 and usage["flows"] > 0 and usage["eviction"] > 0
+    worst = usage["total"] - usage["expiry"] + table.max_nbytes_expiry
+    assert worst <= per_connection * capacity + (1 << 20)
