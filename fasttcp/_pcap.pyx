@@ -67,9 +67,10 @@ LINKTYPE_LOOP = 108
 LINKTYPE_LINUX_SLL = 113
 LINKTYPE_IPV4 = 228
 LINKTYPE_IPV6 = 229
+LINKTYPE_NFLOG = 239
 LINKTYPE_LINUX_SLL2 = 276
 # Before LINKTYPE_RAW existed, some systems wrote their DLT_RAW value (12 or 14) into files.
-SUPPORTED_LINKTYPES = frozenset({0, 1, 12, 14, 101, 108, 113, 228, 229, 276})
+SUPPORTED_LINKTYPES = frozenset({0, 1, 12, 14, 101, 108, 113, 228, 229, 239, 276})
 
 cdef enum:
     # The largest pcap record length accepted: libpcap's MAXIMUM_SNAPLEN.
@@ -94,6 +95,10 @@ cdef enum:
     ETH_PPPOE = 0x8864
     PROTO_TCP = 6
     TCP_SYN = 0x02
+    NFPROTO_IPV4 = 2          # NFLOG address families (AF_INET, AF_INET6)
+    NFPROTO_IPV6 = 10
+    NFULA_PAYLOAD = 9         # the NFLOG TLV that holds the packet
+    NLA_TYPE_MASK = 0x3FFF    # netlink's type bits, without the nested/byte-order flags
 
 cdef inline uint16_t be16(const uint8_t* p) noexcept nogil:
     return (<uint16_t>p[0] << 8) | p[1]
@@ -288,9 +293,42 @@ cdef int decode_ethertype(const uint8_t* p, intp_t caplen, intp_t off, uint16_t 
             return K_NON_IP
 
 
-cdef int decode_frame(const uint8_t* p, intp_t caplen, int linktype, int64_t ts,
+cdef int decode_nflog(const uint8_t* p, intp_t caplen, bint swapped, int64_t ts,
                       seg4_t* out4, seg6_t* out6) noexcept nogil:
-    """One captured frame: K_IPV4 / K_IPV6 with the segment written, or the skip reason."""
+    """A Linux NFLOG frame (tcpdump.org's LINKTYPE_NFLOG): a 4-byte header (address family,
+    version 0, resource id), then TLVs. A TLV's 16-bit length and type are in the byte order
+    of the host that wrote the file, which is the file's own (libpcap and Wireshark read them
+    so); the length counts the 4-byte TLV header, and each TLV is padded to 4 bytes. The
+    NFULA_PAYLOAD TLV holds the IP packet."""
+    cdef intp_t off = 4, size, avail
+    if caplen < 4:
+        return K_TRUNCATED
+    if p[1] != 0:
+        return K_UNSUPPORTED_LINK       # a header version this decoder does not know
+    if p[0] != NFPROTO_IPV4 and p[0] != NFPROTO_IPV6:
+        return K_NON_IP                 # bridge, ARP, ... families
+    while True:
+        if caplen - off < 4:
+            # the TLVs end, or the snapshot length cut them, before any payload: none of the
+            # packet was captured (NFLOG's metadata-only copy mode writes such records)
+            return K_TRUNCATED
+        size = rd16(p + off, swapped)
+        if size < 4:
+            return K_MALFORMED          # a TLV shorter than its own header
+        if rd16(p + off + 2, swapped) & NLA_TYPE_MASK == NFULA_PAYLOAD:
+            avail = caplen - off - 4
+            if size - 4 < avail:
+                avail = size - 4
+            if p[0] == NFPROTO_IPV4:
+                return decode_ipv4(p + off + 4, avail, ts, out4)
+            return decode_ipv6(p + off + 4, avail, ts, out6)
+        off += (size + 3) & ~3
+
+
+cdef int decode_frame(const uint8_t* p, intp_t caplen, int linktype, bint swapped, int64_t ts,
+                      seg4_t* out4, seg6_t* out6) noexcept nogil:
+    """One captured frame: K_IPV4 / K_IPV6 with the segment written, or the skip reason.
+    `swapped`: the file is big-endian (NFLOG's TLV headers follow the file's byte order)."""
     cdef uint32_t family
     if linktype == 1:                                   # Ethernet
         if caplen < 14:
@@ -321,6 +359,8 @@ cdef int decode_frame(const uint8_t* p, intp_t caplen, int linktype, int64_t ts,
         if family == 24 or family == 28 or family == 30:
             return decode_ipv6(p + 4, caplen - 4, ts, out6)
         return K_NON_IP
+    if linktype == 239:
+        return decode_nflog(p, caplen, swapped, ts, out4, out6)
     return K_UNSUPPORTED_LINK
 
 
@@ -353,11 +393,11 @@ cdef inline bint full(const outputs_t* out, const progress_t* prog) noexcept nog
     return prog.n4 == out.cap4 or prog.n6 == out.cap6
 
 
-cdef inline bint take_frame(const uint8_t* p, intp_t caplen, int linktype, int64_t ts,
-                            const outputs_t* out, progress_t* prog) noexcept nogil:
+cdef inline bint take_frame(const uint8_t* p, intp_t caplen, int linktype, bint swapped,
+                            int64_t ts, const outputs_t* out, progress_t* prog) noexcept nogil:
     """Decodes a frame into the next free output row and counts it. Returns whether a row
     was used."""
-    cdef int kind = decode_frame(p, caplen, linktype, ts, out.seg4 + prog.n4,
+    cdef int kind = decode_frame(p, caplen, linktype, swapped, ts, out.seg4 + prog.n4,
                                  out.seg6 + prog.n6)
     out.counts[K_PACKETS] += 1
     out.counts[kind] += 1
@@ -401,7 +441,7 @@ def read_pcap(const uint8_t[::1] buf, intp_t pos, bint swapped, int64_t ts_unit,
                 break
             ts = (<int64_t>rd32(base + prog.pos, swapped) * 1_000_000_000
                   + <int64_t>rd32(base + prog.pos + 4, swapped) * ts_unit)
-            take_frame(base + prog.pos + 16, caplen, linktype, ts, &out, &prog)
+            take_frame(base + prog.pos + 16, caplen, linktype, swapped, ts, &out, &prog)
             prog.pos += 16 + caplen
     return status, prog.pos, prog.n4, prog.n6, prog.last_ts
 
@@ -491,7 +531,7 @@ def read_pcapng(const uint8_t[::1] buf, intp_t pos, bint swapped,
                     status = E_PACKET_LENGTH
                     break
                 raw_ts = (<uint64_t>rd32(block + 12, swapped) << 32) | rd32(block + 16, swapped)
-                take_frame(block + 28, caplen, if_linktype[iface],
+                take_frame(block + 28, caplen, if_linktype[iface], swapped,
                            pcapng_ns(raw_ts, if_tsresol[iface]) + if_tsoffset[iface],
                            &out, &prog)
             elif kind == 3:                             # simple packet block: interface 0
@@ -508,6 +548,7 @@ def read_pcapng(const uint8_t[::1] buf, intp_t pos, bint swapped,
                     caplen = length - 16
                 if if_snaplen[0] and caplen > if_snaplen[0]:
                     caplen = <uint32_t>if_snaplen[0]
-                take_frame(block + 12, caplen, if_linktype[0], prog.last_ts, &out, &prog)
+                take_frame(block + 12, caplen, if_linktype[0], swapped, prog.last_ts, &out,
+                           &prog)
             prog.pos += length
     return status, prog.pos, prog.n4, prog.n6, prog.last_ts

@@ -137,7 +137,7 @@ def open_capture(path: Union[PathLike, BinaryIO], *, strict: bool = True,
         As `open` does.
     CaptureError
         When the file is not a pcap or pcapng capture, or a classic pcap's link type is not one
-        of Ethernet, Linux cooked (SLL, SLL2), raw IP, or BSD loopback.
+        of Ethernet, Linux cooked (SLL, SLL2), raw IP, BSD loopback, or Linux NFLOG.
 
     >>> open_capture(__file__)
     Traceback (most recent call last):
@@ -342,7 +342,8 @@ class Capture:
         self.stats.linktypes.append(linktype)
         if linktype not in _pcap.SUPPORTED_LINKTYPES:
             raise CaptureError(f"{self.path}: unknown link type {linktype}; fasttcp reads "
-                               f"Ethernet, Linux cooked (SLL, SLL2), raw IP and BSD loopback", 20)
+                               f"Ethernet, Linux cooked (SLL, SLL2), raw IP, BSD loopback and Linux "
+                               f"NFLOG", 20)
         swapped, ts_unit = order == ">", _PCAP_MAGIC[magic]
 
         def kernel(buf, pos, out4, out6, counts):
