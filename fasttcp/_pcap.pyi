@@ -38,7 +38,7 @@ def read_pcapng(
     swapped: bool,
     if_linktype: npt.NDArray[np.int64],  # const int64_t[::1]
     if_tsresol: npt.NDArray[np.uint8],  # const uint8_t[::1]
-    if_tsoffset: npt.NDArray[np.int64],  # const int64_t[::1], ns
+    if_tsoffset: npt.NDArray[np.int64],  # const int64_t[::1], seconds
     if_snaplen: npt.NDArray[np.int64],  # const int64_t[::1]
     last_ts: int,
     out4: npt.NDArray[np.uint8],  # uint8_t[::1]

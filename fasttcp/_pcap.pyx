@@ -15,7 +15,7 @@ look past its own bytes.
 import numpy as np
 
 from fasttcp._typedefs cimport int8_t, int64_t, intp_t, uint8_t, uint16_t, uint32_t, uint64_t
-from fasttcp._pcap cimport progress_t, seg4_t, seg6_t
+from fasttcp._pcap cimport progress_t, seg4_t, seg6_t, u128_t
 
 from libc.string cimport memcpy
 
@@ -47,6 +47,7 @@ cdef enum:
     E_BLOCK_TRAILER = -3  # pcapng: the trailing copy of the length differs
     E_INTERFACE = -4      # pcapng: a packet names an interface not described before it
     E_PACKET_LENGTH = -5  # pcapng: captured length runs past the end of its block
+    E_TIMESTAMP = -6      # pcapng: the time is before 1970 or beyond int64 nanoseconds
 
 NEED_DATA = S_NEED_DATA
 OUT_FULL = S_OUT_FULL
@@ -57,6 +58,8 @@ ERRORS = {
     E_BLOCK_TRAILER: "block's trailing length does not match its leading length",
     E_INTERFACE: "packet refers to an interface that no earlier block described",
     E_PACKET_LENGTH: "packet's captured length runs past the end of its block",
+    E_TIMESTAMP: ("packet's timestamp, after its interface's if_tsoffset, is before 1970 or "
+                  "past 2262 (int64 nanoseconds)"),
 }
 
 # Link types (tcpdump.org/linktypes.html) the frame decoder understands.
@@ -80,6 +83,11 @@ cdef enum:
     C_MAX_BLOCK = 64 << 20
 MAX_RECORD = C_MAX_RECORD
 MAX_BLOCK = C_MAX_BLOCK
+
+cdef enum:
+    NS_PER_S = 1_000_000_000
+# Timestamps are int64 ns since the epoch: 1970 to 2262-04-11.
+cdef int64_t C_MAX_NS = 0x7FFFFFFFFFFFFFFF
 
 SEG4_SIZE = sizeof(seg4_t)
 SEG6_SIZE = sizeof(seg6_t)
@@ -417,6 +425,10 @@ def read_pcap(const uint8_t[::1] buf, intp_t pos, bint swapped, int64_t ts_unit,
 
     `ts_unit` is 1000 for microsecond files, 1 for nanosecond ones. `out4` / `out6` are
     SEGMENT_DTYPE / SEGMENT6_DTYPE arrays viewed as bytes. Returns (status, pos, n4, n6, last_ts).
+
+    A timestamp is seconds * 10^9 + fraction * ts_unit, both fields unsigned 32-bit: at most
+    4.3e18 ns, so it never overflows int64 and is never negative. A fraction of a second or
+    more is invalid but carries into the seconds, as libpcap passes it on unchecked.
     """
     cdef intp_t end = buf.shape[0]
     cdef outputs_t out = outputs(out4, out6, counts)
@@ -446,28 +458,59 @@ def read_pcap(const uint8_t[::1] buf, intp_t pos, bint swapped, int64_t ts_unit,
     return status, prog.pos, prog.n4, prog.n6, prog.last_ts
 
 
-cdef inline int64_t pcapng_ns(uint64_t raw, uint8_t tsresol) noexcept nogil:
-    """A pcapng timestamp in units of the interface's if_tsresol, in nanoseconds: the high bit
-    of tsresol picks a power of two, else a power of ten (default 6, microseconds)."""
+cdef inline u128_t mul32(uint64_t a, uint32_t b) noexcept nogil:
+    """a * b exactly, from 32-bit halves (MSVC has no __int128)."""
+    cdef uint64_t low = (a & <uint32_t>0xFFFFFFFF) * b     # each product is below 2^64
+    cdef uint64_t high = (a >> 32) * b                     # and weighs 2^32
+    cdef u128_t r
+    r.lo = low + (high << 32)
+    r.hi = (high >> 32) + (r.lo < low)
+    return r
+
+
+cdef inline bint pcapng_ns(uint64_t raw, uint8_t tsresol, int64_t offset_s,
+                           int64_t* ns) noexcept nogil:
+    """Writes to `ns` the time of a pcapng timestamp: `raw` units of the interface's if_tsresol
+    (high bit set: 2^-k s, else 10^-k s, k = the low 7 bits) plus its if_tsoffset (`offset_s`
+    seconds), in ns since the epoch, rounded down to the nanosecond. The sum is exact in 128
+    bits for every resolution and offset the format can hold. Returns False, writing nothing,
+    when the time is before 1970 or past int64 ns (2262-04-11)."""
     cdef int k = tsresol & 0x7F
     cdef uint64_t scale = 1
+    cdef uint64_t magnitude
+    cdef u128_t t, offset
     cdef int i
-    if tsresol & 0x80:
+    if tsresol & 0x80:                  # raw * 10^9 / 2^k
+        t = mul32(raw, NS_PER_S)
         if k >= 64:
-            return 0
-        if k > 30:
-            return <int64_t>((raw >> k) * 1_000_000_000)
-        return <int64_t>((raw >> k) * 1_000_000_000
-                         + (((raw & ((<uint64_t>1 << k) - 1)) * 1_000_000_000) >> k))
-    if k <= 9:
+            t.lo, t.hi = t.hi >> (k - 64), 0
+        elif k:
+            t.lo, t.hi = (t.lo >> k) | (t.hi << (64 - k)), t.hi >> k
+    elif k <= 9:
         for i in range(9 - k):
             scale *= 10
-        return <int64_t>(raw * scale)
-    for i in range(k - 9):
-        scale *= 10
-        if scale > raw:
-            return 0
-    return <int64_t>(raw // scale)
+        t = mul32(raw, <uint32_t>scale)
+    else:
+        t.hi, t.lo = 0, 0               # raw < 2^64 < 10^20 units: under a nanosecond
+        if k - 9 <= 19:                 # 10^19 is the largest power of ten in a uint64
+            for i in range(k - 9):
+                scale *= 10
+            t.lo = raw // scale
+    # |offset_s| in unsigned arithmetic, where -INT64_MIN fits
+    magnitude = <uint64_t>offset_s if offset_s >= 0 else <uint64_t>0 - <uint64_t>offset_s
+    offset = mul32(magnitude, NS_PER_S)
+    if offset_s >= 0:
+        t.lo += offset.lo
+        t.hi += offset.hi + (t.lo < offset.lo)
+    elif t.hi < offset.hi or (t.hi == offset.hi and t.lo < offset.lo):
+        return False                    # before 1970
+    else:
+        t.hi -= offset.hi + (t.lo < offset.lo)
+        t.lo -= offset.lo
+    if t.hi or t.lo > <uint64_t>C_MAX_NS:
+        return False
+    ns[0] = <int64_t>t.lo
+    return True
 
 
 def read_pcapng(const uint8_t[::1] buf, intp_t pos, bint swapped,
@@ -477,7 +520,7 @@ def read_pcapng(const uint8_t[::1] buf, intp_t pos, bint swapped,
     """Decodes the pcapng packet blocks of `buf` from `pos` (enhanced, simple and the obsolete
     packet block; statistics, name resolution and custom blocks are skipped).
 
-    The interface arrays describe the section's interfaces in order (timestamp offsets in ns).
+    The interface arrays describe the section's interfaces in order (if_tsoffset in seconds).
     Stops with BLOCK at a section header or interface description. A simple packet block has
     no timestamp: it gets the previous packet's (`last_ts`). Returns as read_pcap.
     """
@@ -489,6 +532,7 @@ def read_pcapng(const uint8_t[::1] buf, intp_t pos, bint swapped,
     cdef progress_t prog
     cdef uint32_t kind, length, caplen, iface
     cdef uint64_t raw_ts
+    cdef int64_t ts
     cdef intp_t header
     cdef int status = S_NEED_DATA
     if not (if_tsresol.shape[0] == if_tsoffset.shape[0] == if_snaplen.shape[0] == n_if):
@@ -531,9 +575,10 @@ def read_pcapng(const uint8_t[::1] buf, intp_t pos, bint swapped,
                     status = E_PACKET_LENGTH
                     break
                 raw_ts = (<uint64_t>rd32(block + 12, swapped) << 32) | rd32(block + 16, swapped)
-                take_frame(block + 28, caplen, if_linktype[iface], swapped,
-                           pcapng_ns(raw_ts, if_tsresol[iface]) + if_tsoffset[iface],
-                           &out, &prog)
+                if not pcapng_ns(raw_ts, if_tsresol[iface], if_tsoffset[iface], &ts):
+                    status = E_TIMESTAMP
+                    break
+                take_frame(block + 28, caplen, if_linktype[iface], swapped, ts, &out, &prog)
             elif kind == 3:                             # simple packet block: interface 0
                 if length < 16:
                     status = E_BLOCK_LENGTH

@@ -102,7 +102,7 @@ class _Interfaces:
 
     linktype: list[int] = field(default_factory=list)
     tsresol: list[int] = field(default_factory=list)
-    tsoffset: list[int] = field(default_factory=list)    # ns
+    tsoffset: list[int] = field(default_factory=list)    # s
     snaplen: list[int] = field(default_factory=list)
 
     def arrays(self) -> tuple[np.ndarray, ...]:
@@ -137,7 +137,10 @@ def open_capture(path: Union[PathLike, BinaryIO], *, strict: bool = True,
         As `open` does.
     CaptureError
         When the file is not a pcap or pcapng capture, or a classic pcap's link type is not one
-        of Ethernet, Linux cooked (SLL, SLL2), raw IP, BSD loopback, or Linux NFLOG.
+        of Ethernet, Linux cooked (SLL, SLL2), raw IP, BSD loopback, or Linux NFLOG. While
+        iterating (if strict), at damage, and at a pcapng packet whose time (timestamp at its
+        interface's resolution, plus the interface's offset) is before 1970 or past 2262: every
+        timestamp yielded is exact, in int64 nanoseconds since the epoch.
 
     >>> open_capture(__file__)
     Traceback (most recent call last):
@@ -416,7 +419,7 @@ class Capture:
         interfaces = self._interfaces
         interfaces.linktype.append(linktype)
         interfaces.tsresol.append(tsresol)
-        interfaces.tsoffset.append(tsoffset * 1_000_000_000)
+        interfaces.tsoffset.append(tsoffset)
         interfaces.snaplen.append(snaplen)
         self.stats.linktypes.append(linktype)
         return None
