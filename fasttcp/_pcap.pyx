@@ -5,8 +5,9 @@ walks the records of the chunk in one `nogil` loop, decodes each frame down to t
 (link layer, VLAN/MPLS/PPPoE shims, IPv4 options, IPv6 extension headers) and writes one
 SEGMENT_DTYPE or SEGMENT6_DTYPE row per TCP segment. It stops at the first record the chunk does
 not hold whole (the caller reads more and calls again), when an output array is full, at a
-pcapng block the Python layer interprets (section and interface descriptions: rare, and full of
-options), or at a record that cannot be valid (a negative status; nothing after it is trusted).
+pcapng section header (it may change the byte order) or an interface description the interface
+arrays have no room for, or at a record that cannot be valid (a negative status; nothing after
+it is trusted).
 
 Every frame that yields no segment is counted under one reason (`COUNT_NAMES`); nothing is dropped
 silently. Every read is checked against the captured length first: a frame never makes the parser
@@ -41,17 +42,24 @@ COUNT_NAMES = ("packets", "ipv4", "ipv6", "non_ip", "non_tcp", "fragment", "trun
 cdef enum:
     S_NEED_DATA = 0       # the record at pos is not whole in this chunk
     S_OUT_FULL = 1        # an output array is full
-    S_BLOCK = 2           # a pcapng section/interface block at pos, for the Python layer
+    S_BLOCK = 2           # pcapng: a section header, or an interface with no room, at pos
     E_RECORD_LENGTH = -1  # pcap: captured length beyond any sane snapshot length
     E_BLOCK_LENGTH = -2   # pcapng: total length under 12 bytes, not a multiple of 4, or huge
     E_BLOCK_TRAILER = -3  # pcapng: the trailing copy of the length differs
     E_INTERFACE = -4      # pcapng: a packet names an interface not described before it
     E_PACKET_LENGTH = -5  # pcapng: captured length runs past the end of its block
     E_TIMESTAMP = -6      # pcapng: the time is before 1970 or beyond int64 nanoseconds
+    E_INTERFACE_LENGTH = -7  # pcapng: an interface description under 20 bytes
+    E_OPTION_LENGTH = -8  # pcapng: an option runs past the end of its block
+    E_OPTIONS = -9        # pcapng: more than C_MAX_OPTIONS bytes of options in one block
+    E_INTERFACES = -10    # pcapng: more than C_MAX_INTERFACES interfaces in one section
 
 NEED_DATA = S_NEED_DATA
 OUT_FULL = S_OUT_FULL
 BLOCK = S_BLOCK
+# the damage the Python layer also finds (in section headers)
+ERR_BLOCK_TRAILER = E_BLOCK_TRAILER
+ERR_OPTIONS = E_OPTIONS
 ERRORS = {
     E_RECORD_LENGTH: "record's captured length is larger than any snapshot length",
     E_BLOCK_LENGTH: "block length is not a multiple of 4 between 12 bytes and 64 MiB",
@@ -60,6 +68,10 @@ ERRORS = {
     E_PACKET_LENGTH: "packet's captured length runs past the end of its block",
     E_TIMESTAMP: ("packet's timestamp, after its interface's if_tsoffset, is before 1970 or "
                   "past 2262 (int64 nanoseconds)"),
+    E_INTERFACE_LENGTH: "interface description block shorter than 20 bytes",
+    E_OPTION_LENGTH: "option runs past the end of its block",
+    E_OPTIONS: "block holds more than 128 KiB of options",
+    E_INTERFACES: "section describes more than 65,536 interfaces",
 }
 
 # Link types (tcpdump.org/linktypes.html) the frame decoder understands.
@@ -81,8 +93,18 @@ cdef enum:
     # The largest pcapng block accepted (Wireshark's limit is 16 MiB; jumbo frames are far
     # smaller).
     C_MAX_BLOCK = 64 << 20
+    # Option bytes accepted in a section header or interface description. Real ones hold tens
+    # of bytes; one option can hold at most 65,535 (a 16-bit length), a compiled if_filter at
+    # most 32 KiB (BPF_MAXINSNS = 4096 instructions of 8 bytes): twice the largest option.
+    C_MAX_OPTIONS = 128 << 10
+    # Interfaces per section: the obsolete packet block's interface id has 16 bits; capture
+    # tools write one description per interface captured on, and real files hold a handful.
+    # At the limit the interface arrays take 1.6 MB.
+    C_MAX_INTERFACES = 1 << 16
 MAX_RECORD = C_MAX_RECORD
 MAX_BLOCK = C_MAX_BLOCK
+MAX_OPTIONS = C_MAX_OPTIONS
+MAX_INTERFACES = C_MAX_INTERFACES
 
 cdef enum:
     NS_PER_S = 1_000_000_000
@@ -513,30 +535,75 @@ cdef inline bint pcapng_ns(uint64_t raw, uint8_t tsresol, int64_t offset_s,
     return True
 
 
-def read_pcapng(const uint8_t[::1] buf, intp_t pos, bint swapped,
-                const int64_t[::1] if_linktype, const uint8_t[::1] if_tsresol,
-                const int64_t[::1] if_tsoffset, const int64_t[::1] if_snaplen, int64_t last_ts,
-                uint8_t[::1] out4, uint8_t[::1] out6, int64_t[::1] counts):
-    """Decodes the pcapng packet blocks of `buf` from `pos` (enhanced, simple and the obsolete
-    packet block; statistics, name resolution and custom blocks are skipped).
+cdef inline uint64_t rd64(const uint8_t* p, bint swapped) noexcept nogil:
+    if swapped:
+        return (<uint64_t>be32(p) << 32) | be32(p + 4)
+    return (<uint64_t>le32(p + 4) << 32) | le32(p)
 
-    The interface arrays describe the section's interfaces in order (if_tsoffset in seconds).
-    Stops with BLOCK at a section header or interface description. A simple packet block has
-    no timestamp: it gets the previous packet's (`last_ts`). Returns as read_pcap.
+
+cdef int read_interface(const uint8_t* block, uint32_t length, bint swapped, intp_t i,
+                        int64_t[::1] if_linktype, uint8_t[::1] if_tsresol,
+                        int64_t[::1] if_tsoffset, int64_t[::1] if_snaplen) noexcept nogil:
+    """Reads the whole interface description `block` into row `i` of the interface arrays:
+    link type, snapshot length, and the if_tsresol / if_tsoffset options (defaults 6 and 0).
+    Returns 0, or a negative status with the arrays untouched. The option walk is bounded by
+    the block, which the caller bounded by C_MAX_OPTIONS."""
+    cdef uint32_t at = 16, end = length - 4, code, size
+    cdef uint8_t tsresol = 6
+    cdef int64_t tsoffset = 0
+    if length < 20:
+        return E_INTERFACE_LENGTH
+    while at + 4 <= end:
+        code = rd16(block + at, swapped)
+        size = rd16(block + at + 2, swapped)
+        if code == 0:                           # opt_endofopt
+            break
+        if size > end - at - 4:
+            return E_OPTION_LENGTH
+        if code == 9 and size >= 1:
+            tsresol = block[at + 4]
+        elif code == 14 and size >= 8:
+            tsoffset = <int64_t>rd64(block + at + 4, swapped)
+        at += 4 + (size + 3) // 4 * 4
+    if_linktype[i] = rd16(block + 8, swapped)
+    if_snaplen[i] = rd32(block + 12, swapped)
+    if_tsresol[i] = tsresol
+    if_tsoffset[i] = tsoffset
+    return 0
+
+
+def read_pcapng(const uint8_t[::1] buf, intp_t pos, bint swapped, int64_t[::1] if_linktype,
+                uint8_t[::1] if_tsresol, int64_t[::1] if_tsoffset, int64_t[::1] if_snaplen,
+                intp_t n_if, int64_t last_ts, uint8_t[::1] out4, uint8_t[::1] out6,
+                int64_t[::1] counts):
+    """Decodes the pcapng blocks of `buf` from `pos`: packets (enhanced, simple and the obsolete
+    packet block) and interface descriptions; statistics, name resolution and custom blocks
+    are skipped.
+
+    The interface arrays hold the section's interfaces in order: the first `n_if` rows are
+    filled, and each interface description read fills the next (if_tsoffset in seconds).
+    Stops with BLOCK at a section header, or at an interface description the arrays have no
+    room for (the caller grows them and calls again). A simple packet block has no timestamp:
+    it gets the previous packet's (`last_ts`). Returns (status, pos, n4, n6, last_ts, n_if).
+
+    An interface description is refused with more than C_MAX_OPTIONS bytes of options before
+    it is buffered, and with more than C_MAX_INTERFACES interfaces in the section: each block
+    then costs time in proportion to its bytes.
     """
     cdef intp_t end = buf.shape[0]
     cdef outputs_t out = outputs(out4, out6, counts)
     cdef const uint8_t* base = &buf[0] if end else NULL
     cdef const uint8_t* block
-    cdef intp_t n_if = if_linktype.shape[0]
+    cdef intp_t room = if_linktype.shape[0]
     cdef progress_t prog
     cdef uint32_t kind, length, caplen, iface
     cdef uint64_t raw_ts
     cdef int64_t ts
-    cdef intp_t header
     cdef int status = S_NEED_DATA
-    if not (if_tsresol.shape[0] == if_tsoffset.shape[0] == if_snaplen.shape[0] == n_if):
+    if not (if_tsresol.shape[0] == if_tsoffset.shape[0] == if_snaplen.shape[0] == room):
         raise ValueError("interface arrays differ in length")
+    if not 0 <= n_if <= room:
+        raise ValueError(f"n_if must be between 0 and {room}, not {n_if}")
     prog.pos, prog.n4, prog.n6, prog.last_ts = pos, 0, 0, last_ts
     with nogil:
         while True:
@@ -548,18 +615,35 @@ def read_pcapng(const uint8_t[::1] buf, intp_t pos, bint swapped,
             block = base + prog.pos
             kind = rd32(block, swapped)
             length = rd32(block + 4, swapped)
-            if kind == 0x0A0D0D0A or kind == 1:
+            if kind == 0x0A0D0D0A:
                 status = S_BLOCK
                 break
             if length < 12 or length % 4 or length > C_MAX_BLOCK:
                 status = E_BLOCK_LENGTH
                 break
+            if kind == 1:
+                # refused before it is buffered: a huge block of empty options costs nothing
+                if length > 20 + C_MAX_OPTIONS:
+                    status = E_OPTIONS
+                    break
+                if n_if == C_MAX_INTERFACES:
+                    status = E_INTERFACES
+                    break
+                if n_if == room:
+                    status = S_BLOCK
+                    break
             if end - prog.pos < length:
                 break
             if rd32(block + length - 4, swapped) != length:
                 status = E_BLOCK_TRAILER
                 break
-            if kind == 6 or kind == 2:                  # enhanced / obsolete packet block
+            if kind == 1:                               # interface description
+                status = read_interface(block, length, swapped, n_if, if_linktype, if_tsresol,
+                                        if_tsoffset, if_snaplen)
+                if status:
+                    break
+                n_if += 1
+            elif kind == 6 or kind == 2:                # enhanced / obsolete packet block
                 if length < 32:
                     status = E_BLOCK_LENGTH
                     break
@@ -596,4 +680,4 @@ def read_pcapng(const uint8_t[::1] buf, intp_t pos, bint swapped,
                 take_frame(block + 12, caplen, if_linktype[0], swapped, prog.last_ts, &out,
                            &prog)
             prog.pos += length
-    return status, prog.pos, prog.n4, prog.n6, prog.last_ts
+    return status, prog.pos, prog.n4, prog.n6, prog.last_ts, n_if

@@ -1,28 +1,34 @@
 """The capture reader against crafted input: timestamps at the edges of every resolution and
 offset the formats allow, and files built to cost time or memory. Every one ends in exact
 segments or a CaptureError naming the byte offset; nothing else may leave `open_capture`."""
+import gzip
 import io
 import struct
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
-import numpy as np
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from fasttcp import capture as capture_module
+from fasttcp._pcap import MAX_BLOCK, MAX_INTERFACES, MAX_OPTIONS
 from fasttcp.capture import CaptureError, open_capture
 
 from captures import enhanced, ethernet, interface, ipv4, pcap, section, tcp
 
 FRAME = ethernet(ipv4(tcp()))
-HEAD = section() + interface(1)
+
+
+def read_ts_of(cap) -> list[int]:
+    return [int(ts) for batch in cap for ts in batch.ipv4["ts"]]
 
 
 def read_ts(data: bytes, **options) -> list[int]:
     with open_capture(io.BytesIO(data), **options) as cap:
-        return [int(ts) for batch in cap for ts in batch.ipv4["ts"]]
+        return read_ts_of(cap)
 
 
 # -- timestamps ---------------------------------------------------------------------------------
@@ -111,3 +117,92 @@ def test_pcap_fraction_of_a_second_or_more_carries():
         data = bytearray(pcap([(0, FRAME)], nanosecond=nanosecond))
         struct.pack_into("<II", data, 24, 2**32 - 1, 2**32 - 1)
         assert read_ts(bytes(data)) == [(2**32 - 1) * 10**9 + (2**32 - 1) * unit]
+
+
+# -- cost: interface descriptions and options ---------------------------------------------------
+
+def idb(options: bytes = b"", length: int = None) -> bytes:
+    """An interface description (Ethernet) with raw option bytes; `length` overrides the
+    declared block length (leading and trailing)."""
+    length = 20 + len(options) if length is None else length
+    return struct.pack("<IIHHI", 1, length, 1, 0, 0) + options + struct.pack("<I", length)
+
+
+def counting_kernel(monkeypatch, limit: int) -> list:
+    """Counts the calls into the pcapng kernel: each one is a round trip through Python, which
+    once rebuilt the arrays of every interface before it. Fails at once past `limit`."""
+    calls = []
+    kernel = capture_module._pcap.read_pcapng
+
+    def counted(*args):
+        calls.append(1)
+        assert len(calls) <= limit, "more kernel calls than the blocks' bytes justify"
+        return kernel(*args)
+
+    monkeypatch.setattr(capture_module._pcap, "read_pcapng", counted)
+    return calls
+
+
+def test_a_section_of_the_most_interfaces_is_read_in_linear_work(monkeypatch):
+    """65,536 interface descriptions, then a packet on the last: each description once rebuilt
+    the arrays of all before it (40k took 50 s). Now they are read in the kernel and the
+    arrays grow by doubling: a handful of round trips, not one per block."""
+    n = MAX_INTERFACES
+    data = section() + idb() * n + enhanced(FRAME, 10**6, iface=n - 1)
+    calls = counting_kernel(monkeypatch, 40)
+    with open_capture(io.BytesIO(data)) as cap:
+        assert read_ts_of(cap) == [10**9]
+    assert len(cap.stats.linktypes) == n and len(calls) <= 2 * n.bit_length()
+
+
+def test_one_interface_more_than_the_limit_is_refused():
+    """200,000 descriptions gzip to a few KB; the reader stops at the first one over the
+    limit, with its offset."""
+    data = section() + idb() * 200_000 + enhanced(FRAME, 1)
+    with pytest.raises(CaptureError, match="more than 65,536 interfaces") as error:
+        read_ts(gzip.compress(data))
+    assert error.value.offset == 28 + 20 * MAX_INTERFACES
+
+
+def gzip_of_block(kind: int, head: bytes, length: int) -> bytes:
+    """A gzip file: a section header, then a block of `kind` declaring `length` bytes whose
+    body after `head` is empty options (code 2, size 0), compressed as it is made."""
+    packer = zlib.compressobj(wbits=31)
+    out = [packer.compress(section() + struct.pack("<II", kind, length) + head)]
+    body = length - 12 - len(head)
+    chunk = b"\x02\x00\x00\x00" * (1 << 18)
+    for at in range(0, body, len(chunk)):
+        out.append(packer.compress(chunk[:body - at]))
+    out.append(packer.compress(struct.pack("<I", length)) + packer.flush())
+    return b"".join(out)
+
+
+@pytest.mark.parametrize("kind, head", [
+    (1, struct.pack("<HHI", 1, 0, 0)),                          # interface description
+    (0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1)),    # section header
+], ids=["interface", "section"])
+def test_a_64_mib_block_of_empty_options_is_refused_before_it_is_read(kind, head):
+    """64 MiB of empty options (65 KB gzipped) took 15 s and 190 MB: the block was copied and
+    walked in Python. Its declared length now refuses it after one chunk."""
+    cap = open_capture(io.BytesIO(gzip_of_block(kind, head, MAX_BLOCK)), chunk_size=1 << 16)
+    with pytest.raises(CaptureError, match="128 KiB of options") as error:
+        with cap:
+            list(cap)
+    assert error.value.offset == 28
+    assert cap.stats.bytes_read <= 2 << 16                   # a chunk or two, not 64 MiB
+
+
+def test_option_bytes_up_to_the_limit_are_read():
+    """Two if_name options of the largest size a 16-bit length allows fill 128 KiB exactly;
+    one more option word is refused."""
+    name = struct.pack("<HH", 2, 65532) + b"n" * 65532
+    assert len(name * 2) == MAX_OPTIONS
+    read = section() + idb(name * 2) + enhanced(FRAME, 1)
+    assert read_ts(read) == [1000]
+    with pytest.raises(CaptureError, match="128 KiB of options.*offset 28"):
+        read_ts(section() + idb(name * 2 + struct.pack("<HH", 2, 0)) + enhanced(FRAME, 1))
+
+
+def test_short_interface_description_is_refused():
+    with pytest.raises(CaptureError, match="shorter than 20 bytes.*offset 28"):
+        read_ts(section() + struct.pack("<III", 1, 16, 0) + struct.pack("<I", 16))
