@@ -36,7 +36,7 @@ FRAME = (b"\x02" * 6 + b"\x04" * 6 + b"\x08\x00"                              # 
          + struct.pack(">HHIIBBHHH", 40000, 80, 1, 0, 0x50, 0x10, 512, 0, 0))  # TCP ACK
 
 
-def check(data: bytes) -> None:
+def check_capture(data: bytes) -> None:
     """Reads `data` both strict and not; checks what any input must satisfy."""
     for strict in (True, False):
         try:
@@ -122,18 +122,19 @@ def check_built(fields: bytes) -> None:
     except CaptureError as error:
         assert error.offset == failure, (error, failure)
     assert got == stamps
-    check(data)
+    check_capture(data)
 
 
-def test_one_input(data: bytes) -> None:
+def check(data: bytes) -> None:
+    """One fuzzer input (or a finding kept in tests/data/fuzz): fields or a capture."""
     if data[:1] == FIELDS:
         check_built(data[1:])
     else:
-        check(data)
+        check_capture(data)
 
 
 def main() -> None:
-    atheris.Setup(sys.argv, test_one_input)
+    atheris.Setup(sys.argv, check)
     atheris.Fuzz()
 
 
