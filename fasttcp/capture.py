@@ -149,7 +149,10 @@ def open_capture(path: Union[PathLike, BinaryIO], *, strict: bool = True,
         of Ethernet, Linux cooked (SLL, SLL2), raw IP, BSD loopback, or Linux NFLOG. While
         iterating (if strict), at damage, and at a pcapng packet whose time (timestamp at its
         interface's resolution, plus the interface's offset) is before 1970 or past 2262: every
-        timestamp yielded is exact, in int64 nanoseconds since the epoch.
+        timestamp yielded is exact, in int64 nanoseconds since the epoch. Also at a pcapng block
+        past the reader's limits, which keep its time linear in the input: 64 MiB per block,
+        128 KiB of options per section header or interface description, 65,536 interfaces per
+        section (and 256 KiB per classic pcap record).
 
     >>> open_capture(__file__)
     Traceback (most recent call last):
