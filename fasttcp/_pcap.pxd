@@ -1,4 +1,4 @@
-from fasttcp._typedefs cimport int8_t, int64_t, intp_t, uint8_t, uint16_t, uint32_t
+from fasttcp._typedefs cimport int8_t, int64_t, intp_t, uint8_t, uint16_t, uint32_t, uint64_t
 
 
 # One TCP segment as the reader writes it: the C twin of fasttcp.SEGMENT_DTYPE (packed, like the
@@ -37,3 +37,9 @@ cdef struct progress_t:
     intp_t n4                   # IPv4 segments written
     intp_t n6                   # IPv6 segments written
     int64_t last_ts             # timestamp of the latest packet read (pcapng simple blocks use it)
+
+
+# An unsigned 128-bit number, for exact timestamp arithmetic.
+cdef struct u128_t:
+    uint64_t hi                 # the high 64 bits
+    uint64_t lo

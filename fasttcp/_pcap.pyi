@@ -6,6 +6,8 @@ COUNT_NAMES: tuple[str, ...]
 NEED_DATA: int
 OUT_FULL: int
 BLOCK: int
+ERR_BLOCK_TRAILER: int
+ERR_OPTIONS: int
 ERRORS: dict[int, str]
 LINKTYPE_NULL: int
 LINKTYPE_ETHERNET: int
@@ -14,10 +16,13 @@ LINKTYPE_LOOP: int
 LINKTYPE_LINUX_SLL: int
 LINKTYPE_IPV4: int
 LINKTYPE_IPV6: int
+LINKTYPE_NFLOG: int
 LINKTYPE_LINUX_SLL2: int
 SUPPORTED_LINKTYPES: frozenset[int]
 MAX_RECORD: int
 MAX_BLOCK: int
+MAX_OPTIONS: int
+MAX_INTERFACES: int
 SEG4_SIZE: int
 SEG6_SIZE: int
 
@@ -35,12 +40,13 @@ def read_pcapng(
     buf: npt.NDArray[np.uint8],  # const uint8_t[::1]
     pos: int,
     swapped: bool,
-    if_linktype: npt.NDArray[np.int64],  # const int64_t[::1]
-    if_tsresol: npt.NDArray[np.uint8],  # const uint8_t[::1]
-    if_tsoffset: npt.NDArray[np.int64],  # const int64_t[::1], ns
-    if_snaplen: npt.NDArray[np.int64],  # const int64_t[::1]
+    if_linktype: npt.NDArray[np.int64],  # int64_t[::1], rows from n_if filled by the kernel
+    if_tsresol: npt.NDArray[np.uint8],  # uint8_t[::1]
+    if_tsoffset: npt.NDArray[np.int64],  # int64_t[::1], seconds
+    if_snaplen: npt.NDArray[np.int64],  # int64_t[::1]
+    n_if: int,
     last_ts: int,
     out4: npt.NDArray[np.uint8],  # uint8_t[::1]
     out6: npt.NDArray[np.uint8],  # uint8_t[::1]
     counts: npt.NDArray[np.int64],  # int64_t[::1]
-) -> tuple[int, int, int, int, int]: ...
+) -> tuple[int, int, int, int, int, int]: ...

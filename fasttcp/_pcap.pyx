@@ -5,8 +5,9 @@ walks the records of the chunk in one `nogil` loop, decodes each frame down to t
 (link layer, VLAN/MPLS/PPPoE shims, IPv4 options, IPv6 extension headers) and writes one
 SEGMENT_DTYPE or SEGMENT6_DTYPE row per TCP segment. It stops at the first record the chunk does
 not hold whole (the caller reads more and calls again), when an output array is full, at a
-pcapng block the Python layer interprets (section and interface descriptions: rare, and full of
-options), or at a record that cannot be valid (a negative status; nothing after it is trusted).
+pcapng section header (it may change the byte order) or an interface description the interface
+arrays have no room for, or at a record that cannot be valid (a negative status; nothing after
+it is trusted).
 
 Every frame that yields no segment is counted under one reason (`COUNT_NAMES`); nothing is dropped
 silently. Every read is checked against the captured length first: a frame never makes the parser
@@ -15,7 +16,7 @@ look past its own bytes.
 import numpy as np
 
 from fasttcp._typedefs cimport int8_t, int64_t, intp_t, uint8_t, uint16_t, uint32_t, uint64_t
-from fasttcp._pcap cimport progress_t, seg4_t, seg6_t
+from fasttcp._pcap cimport progress_t, seg4_t, seg6_t, u128_t
 
 from libc.string cimport memcpy
 
@@ -41,22 +42,36 @@ COUNT_NAMES = ("packets", "ipv4", "ipv6", "non_ip", "non_tcp", "fragment", "trun
 cdef enum:
     S_NEED_DATA = 0       # the record at pos is not whole in this chunk
     S_OUT_FULL = 1        # an output array is full
-    S_BLOCK = 2           # a pcapng section/interface block at pos, for the Python layer
+    S_BLOCK = 2           # pcapng: a section header, or an interface with no room, at pos
     E_RECORD_LENGTH = -1  # pcap: captured length beyond any sane snapshot length
     E_BLOCK_LENGTH = -2   # pcapng: total length under 12 bytes, not a multiple of 4, or huge
     E_BLOCK_TRAILER = -3  # pcapng: the trailing copy of the length differs
     E_INTERFACE = -4      # pcapng: a packet names an interface not described before it
     E_PACKET_LENGTH = -5  # pcapng: captured length runs past the end of its block
+    E_TIMESTAMP = -6      # pcapng: the time is before 1970 or beyond int64 nanoseconds
+    E_INTERFACE_LENGTH = -7  # pcapng: an interface description under 20 bytes
+    E_OPTION_LENGTH = -8  # pcapng: an option runs past the end of its block
+    E_OPTIONS = -9        # pcapng: more than C_MAX_OPTIONS bytes of options in one block
+    E_INTERFACES = -10    # pcapng: more than C_MAX_INTERFACES interfaces in one section
 
 NEED_DATA = S_NEED_DATA
 OUT_FULL = S_OUT_FULL
 BLOCK = S_BLOCK
+# the damage the Python layer also finds (in section headers)
+ERR_BLOCK_TRAILER = E_BLOCK_TRAILER
+ERR_OPTIONS = E_OPTIONS
 ERRORS = {
     E_RECORD_LENGTH: "record's captured length is larger than any snapshot length",
     E_BLOCK_LENGTH: "block length is not a multiple of 4 between 12 bytes and 64 MiB",
     E_BLOCK_TRAILER: "block's trailing length does not match its leading length",
     E_INTERFACE: "packet refers to an interface that no earlier block described",
     E_PACKET_LENGTH: "packet's captured length runs past the end of its block",
+    E_TIMESTAMP: ("packet's timestamp, after its interface's if_tsoffset, is before 1970 or "
+                  "past 2262 (int64 nanoseconds)"),
+    E_INTERFACE_LENGTH: "interface description block shorter than 20 bytes",
+    E_OPTION_LENGTH: "option runs past the end of its block",
+    E_OPTIONS: "block holds more than 128 KiB of options",
+    E_INTERFACES: "section describes more than 65,536 interfaces",
 }
 
 # Link types (tcpdump.org/linktypes.html) the frame decoder understands.
@@ -67,9 +82,10 @@ LINKTYPE_LOOP = 108
 LINKTYPE_LINUX_SLL = 113
 LINKTYPE_IPV4 = 228
 LINKTYPE_IPV6 = 229
+LINKTYPE_NFLOG = 239
 LINKTYPE_LINUX_SLL2 = 276
 # Before LINKTYPE_RAW existed, some systems wrote their DLT_RAW value (12 or 14) into files.
-SUPPORTED_LINKTYPES = frozenset({0, 1, 12, 14, 101, 108, 113, 228, 229, 276})
+SUPPORTED_LINKTYPES = frozenset({0, 1, 12, 14, 101, 108, 113, 228, 229, 239, 276})
 
 cdef enum:
     # The largest pcap record length accepted: libpcap's MAXIMUM_SNAPLEN.
@@ -77,8 +93,23 @@ cdef enum:
     # The largest pcapng block accepted (Wireshark's limit is 16 MiB; jumbo frames are far
     # smaller).
     C_MAX_BLOCK = 64 << 20
+    # Option bytes accepted in a section header or interface description. Real ones hold tens
+    # of bytes; one option can hold at most 65,535 (a 16-bit length), a compiled if_filter at
+    # most 32 KiB (BPF_MAXINSNS = 4096 instructions of 8 bytes): twice the largest option.
+    C_MAX_OPTIONS = 128 << 10
+    # Interfaces per section: the obsolete packet block's interface id has 16 bits; capture
+    # tools write one description per interface captured on, and real files hold a handful.
+    # At the limit the interface arrays take 1.6 MB.
+    C_MAX_INTERFACES = 1 << 16
 MAX_RECORD = C_MAX_RECORD
 MAX_BLOCK = C_MAX_BLOCK
+MAX_OPTIONS = C_MAX_OPTIONS
+MAX_INTERFACES = C_MAX_INTERFACES
+
+cdef enum:
+    NS_PER_S = 1_000_000_000
+# Timestamps are int64 ns since the epoch: 1970 to 2262-04-11.
+cdef int64_t C_MAX_NS = 0x7FFFFFFFFFFFFFFF
 
 SEG4_SIZE = sizeof(seg4_t)
 SEG6_SIZE = sizeof(seg6_t)
@@ -94,6 +125,10 @@ cdef enum:
     ETH_PPPOE = 0x8864
     PROTO_TCP = 6
     TCP_SYN = 0x02
+    NFPROTO_IPV4 = 2          # NFLOG address families (AF_INET, AF_INET6)
+    NFPROTO_IPV6 = 10
+    NFULA_PAYLOAD = 9         # the NFLOG TLV that holds the packet
+    NLA_TYPE_MASK = 0x3FFF    # netlink's type bits, without the nested/byte-order flags
 
 cdef inline uint16_t be16(const uint8_t* p) noexcept nogil:
     return (<uint16_t>p[0] << 8) | p[1]
@@ -288,9 +323,42 @@ cdef int decode_ethertype(const uint8_t* p, intp_t caplen, intp_t off, uint16_t 
             return K_NON_IP
 
 
-cdef int decode_frame(const uint8_t* p, intp_t caplen, int linktype, int64_t ts,
+cdef int decode_nflog(const uint8_t* p, intp_t caplen, bint swapped, int64_t ts,
                       seg4_t* out4, seg6_t* out6) noexcept nogil:
-    """One captured frame: K_IPV4 / K_IPV6 with the segment written, or the skip reason."""
+    """A Linux NFLOG frame (tcpdump.org's LINKTYPE_NFLOG): a 4-byte header (address family,
+    version 0, resource id), then TLVs. A TLV's 16-bit length and type are in the byte order
+    of the host that wrote the file, which is the file's own (libpcap and Wireshark read them
+    so); the length counts the 4-byte TLV header, and each TLV is padded to 4 bytes. The
+    NFULA_PAYLOAD TLV holds the IP packet."""
+    cdef intp_t off = 4, size, avail
+    if caplen < 4:
+        return K_TRUNCATED
+    if p[1] != 0:
+        return K_UNSUPPORTED_LINK       # a header version this decoder does not know
+    if p[0] != NFPROTO_IPV4 and p[0] != NFPROTO_IPV6:
+        return K_NON_IP                 # bridge, ARP, ... families
+    while True:
+        if caplen - off < 4:
+            # the TLVs end, or the snapshot length cut them, before any payload: none of the
+            # packet was captured (NFLOG's metadata-only copy mode writes such records)
+            return K_TRUNCATED
+        size = rd16(p + off, swapped)
+        if size < 4:
+            return K_MALFORMED          # a TLV shorter than its own header
+        if rd16(p + off + 2, swapped) & NLA_TYPE_MASK == NFULA_PAYLOAD:
+            avail = caplen - off - 4
+            if size - 4 < avail:
+                avail = size - 4
+            if p[0] == NFPROTO_IPV4:
+                return decode_ipv4(p + off + 4, avail, ts, out4)
+            return decode_ipv6(p + off + 4, avail, ts, out6)
+        off += (size + 3) & ~3
+
+
+cdef int decode_frame(const uint8_t* p, intp_t caplen, int linktype, bint swapped, int64_t ts,
+                      seg4_t* out4, seg6_t* out6) noexcept nogil:
+    """One captured frame: K_IPV4 / K_IPV6 with the segment written, or the skip reason.
+    `swapped`: the file is big-endian (NFLOG's TLV headers follow the file's byte order)."""
     cdef uint32_t family
     if linktype == 1:                                   # Ethernet
         if caplen < 14:
@@ -321,6 +389,8 @@ cdef int decode_frame(const uint8_t* p, intp_t caplen, int linktype, int64_t ts,
         if family == 24 or family == 28 or family == 30:
             return decode_ipv6(p + 4, caplen - 4, ts, out6)
         return K_NON_IP
+    if linktype == 239:
+        return decode_nflog(p, caplen, swapped, ts, out4, out6)
     return K_UNSUPPORTED_LINK
 
 
@@ -353,11 +423,11 @@ cdef inline bint full(const outputs_t* out, const progress_t* prog) noexcept nog
     return prog.n4 == out.cap4 or prog.n6 == out.cap6
 
 
-cdef inline bint take_frame(const uint8_t* p, intp_t caplen, int linktype, int64_t ts,
-                            const outputs_t* out, progress_t* prog) noexcept nogil:
+cdef inline bint take_frame(const uint8_t* p, intp_t caplen, int linktype, bint swapped,
+                            int64_t ts, const outputs_t* out, progress_t* prog) noexcept nogil:
     """Decodes a frame into the next free output row and counts it. Returns whether a row
     was used."""
-    cdef int kind = decode_frame(p, caplen, linktype, ts, out.seg4 + prog.n4,
+    cdef int kind = decode_frame(p, caplen, linktype, swapped, ts, out.seg4 + prog.n4,
                                  out.seg6 + prog.n6)
     out.counts[K_PACKETS] += 1
     out.counts[kind] += 1
@@ -377,6 +447,10 @@ def read_pcap(const uint8_t[::1] buf, intp_t pos, bint swapped, int64_t ts_unit,
 
     `ts_unit` is 1000 for microsecond files, 1 for nanosecond ones. `out4` / `out6` are
     SEGMENT_DTYPE / SEGMENT6_DTYPE arrays viewed as bytes. Returns (status, pos, n4, n6, last_ts).
+
+    A timestamp is seconds * 10^9 + fraction * ts_unit, both fields unsigned 32-bit: at most
+    4.3e18 ns, so it never overflows int64 and is never negative. A fraction of a second or
+    more is invalid but carries into the seconds, as libpcap passes it on unchecked.
     """
     cdef intp_t end = buf.shape[0]
     cdef outputs_t out = outputs(out4, out6, counts)
@@ -401,58 +475,135 @@ def read_pcap(const uint8_t[::1] buf, intp_t pos, bint swapped, int64_t ts_unit,
                 break
             ts = (<int64_t>rd32(base + prog.pos, swapped) * 1_000_000_000
                   + <int64_t>rd32(base + prog.pos + 4, swapped) * ts_unit)
-            take_frame(base + prog.pos + 16, caplen, linktype, ts, &out, &prog)
+            take_frame(base + prog.pos + 16, caplen, linktype, swapped, ts, &out, &prog)
             prog.pos += 16 + caplen
     return status, prog.pos, prog.n4, prog.n6, prog.last_ts
 
 
-cdef inline int64_t pcapng_ns(uint64_t raw, uint8_t tsresol) noexcept nogil:
-    """A pcapng timestamp in units of the interface's if_tsresol, in nanoseconds: the high bit
-    of tsresol picks a power of two, else a power of ten (default 6, microseconds)."""
+cdef inline u128_t mul32(uint64_t a, uint32_t b) noexcept nogil:
+    """a * b exactly, from 32-bit halves (MSVC has no __int128)."""
+    cdef uint64_t low = (a & <uint32_t>0xFFFFFFFF) * b     # each product is below 2^64
+    cdef uint64_t high = (a >> 32) * b                     # and weighs 2^32
+    cdef u128_t r
+    r.lo = low + (high << 32)
+    r.hi = (high >> 32) + (r.lo < low)
+    return r
+
+
+cdef inline bint pcapng_ns(uint64_t raw, uint8_t tsresol, int64_t offset_s,
+                           int64_t* ns) noexcept nogil:
+    """Writes to `ns` the time of a pcapng timestamp: `raw` units of the interface's if_tsresol
+    (high bit set: 2^-k s, else 10^-k s, k = the low 7 bits) plus its if_tsoffset (`offset_s`
+    seconds), in ns since the epoch, rounded down to the nanosecond. The sum is exact in 128
+    bits for every resolution and offset the format can hold. Returns False, writing nothing,
+    when the time is before 1970 or past int64 ns (2262-04-11)."""
     cdef int k = tsresol & 0x7F
     cdef uint64_t scale = 1
+    cdef uint64_t magnitude
+    cdef u128_t t, offset
     cdef int i
-    if tsresol & 0x80:
+    if tsresol & 0x80:                  # raw * 10^9 / 2^k
+        t = mul32(raw, NS_PER_S)
         if k >= 64:
-            return 0
-        if k > 30:
-            return <int64_t>((raw >> k) * 1_000_000_000)
-        return <int64_t>((raw >> k) * 1_000_000_000
-                         + (((raw & ((<uint64_t>1 << k) - 1)) * 1_000_000_000) >> k))
-    if k <= 9:
+            t.lo, t.hi = t.hi >> (k - 64), 0
+        elif k:
+            t.lo, t.hi = (t.lo >> k) | (t.hi << (64 - k)), t.hi >> k
+    elif k <= 9:
         for i in range(9 - k):
             scale *= 10
-        return <int64_t>(raw * scale)
-    for i in range(k - 9):
-        scale *= 10
-        if scale > raw:
-            return 0
-    return <int64_t>(raw // scale)
+        t = mul32(raw, <uint32_t>scale)
+    else:
+        t.hi, t.lo = 0, 0               # raw < 2^64 < 10^20 units: under a nanosecond
+        if k - 9 <= 19:                 # 10^19 is the largest power of ten in a uint64
+            for i in range(k - 9):
+                scale *= 10
+            t.lo = raw // scale
+    # |offset_s| in unsigned arithmetic, where -INT64_MIN fits
+    magnitude = <uint64_t>offset_s if offset_s >= 0 else <uint64_t>0 - <uint64_t>offset_s
+    offset = mul32(magnitude, NS_PER_S)
+    if offset_s >= 0:
+        t.lo += offset.lo
+        t.hi += offset.hi + (t.lo < offset.lo)
+    elif t.hi < offset.hi or (t.hi == offset.hi and t.lo < offset.lo):
+        return False                    # before 1970
+    else:
+        t.hi -= offset.hi + (t.lo < offset.lo)
+        t.lo -= offset.lo
+    if t.hi or t.lo > <uint64_t>C_MAX_NS:
+        return False
+    ns[0] = <int64_t>t.lo
+    return True
 
 
-def read_pcapng(const uint8_t[::1] buf, intp_t pos, bint swapped,
-                const int64_t[::1] if_linktype, const uint8_t[::1] if_tsresol,
-                const int64_t[::1] if_tsoffset, const int64_t[::1] if_snaplen, int64_t last_ts,
-                uint8_t[::1] out4, uint8_t[::1] out6, int64_t[::1] counts):
-    """Decodes the pcapng packet blocks of `buf` from `pos` (enhanced, simple and the obsolete
-    packet block; statistics, name resolution and custom blocks are skipped).
+cdef inline uint64_t rd64(const uint8_t* p, bint swapped) noexcept nogil:
+    if swapped:
+        return (<uint64_t>be32(p) << 32) | be32(p + 4)
+    return (<uint64_t>le32(p + 4) << 32) | le32(p)
 
-    The interface arrays describe the section's interfaces in order (timestamp offsets in ns).
-    Stops with BLOCK at a section header or interface description. A simple packet block has
-    no timestamp: it gets the previous packet's (`last_ts`). Returns as read_pcap.
+
+cdef int read_interface(const uint8_t* block, uint32_t length, bint swapped, intp_t i,
+                        int64_t[::1] if_linktype, uint8_t[::1] if_tsresol,
+                        int64_t[::1] if_tsoffset, int64_t[::1] if_snaplen) noexcept nogil:
+    """Reads the whole interface description `block` into row `i` of the interface arrays:
+    link type, snapshot length, and the if_tsresol / if_tsoffset options (defaults 6 and 0).
+    Returns 0, or a negative status with the arrays untouched. The option walk is bounded by
+    the block, which the caller bounded by C_MAX_OPTIONS."""
+    cdef uint32_t at = 16, end = length - 4, code, size
+    cdef uint8_t tsresol = 6
+    cdef int64_t tsoffset = 0
+    if length < 20:
+        return E_INTERFACE_LENGTH
+    while at + 4 <= end:
+        code = rd16(block + at, swapped)
+        size = rd16(block + at + 2, swapped)
+        if code == 0:                           # opt_endofopt
+            break
+        if size > end - at - 4:
+            return E_OPTION_LENGTH
+        if code == 9 and size >= 1:
+            tsresol = block[at + 4]
+        elif code == 14 and size >= 8:
+            tsoffset = <int64_t>rd64(block + at + 4, swapped)
+        at += 4 + (size + 3) // 4 * 4
+    if_linktype[i] = rd16(block + 8, swapped)
+    if_snaplen[i] = rd32(block + 12, swapped)
+    if_tsresol[i] = tsresol
+    if_tsoffset[i] = tsoffset
+    return 0
+
+
+def read_pcapng(const uint8_t[::1] buf, intp_t pos, bint swapped, int64_t[::1] if_linktype,
+                uint8_t[::1] if_tsresol, int64_t[::1] if_tsoffset, int64_t[::1] if_snaplen,
+                intp_t n_if, int64_t last_ts, uint8_t[::1] out4, uint8_t[::1] out6,
+                int64_t[::1] counts):
+    """Decodes the pcapng blocks of `buf` from `pos`: packets (enhanced, simple and the obsolete
+    packet block) and interface descriptions; statistics, name resolution and custom blocks
+    are skipped.
+
+    The interface arrays hold the section's interfaces in order: the first `n_if` rows are
+    filled, and each interface description read fills the next (if_tsoffset in seconds).
+    Stops with BLOCK at a section header, or at an interface description the arrays have no
+    room for (the caller grows them and calls again). A simple packet block has no timestamp:
+    it gets the previous packet's (`last_ts`). Returns (status, pos, n4, n6, last_ts, n_if).
+
+    An interface description is refused with more than C_MAX_OPTIONS bytes of options before
+    it is buffered, and with more than C_MAX_INTERFACES interfaces in the section: each block
+    then costs time in proportion to its bytes.
     """
     cdef intp_t end = buf.shape[0]
     cdef outputs_t out = outputs(out4, out6, counts)
     cdef const uint8_t* base = &buf[0] if end else NULL
     cdef const uint8_t* block
-    cdef intp_t n_if = if_linktype.shape[0]
+    cdef intp_t room = if_linktype.shape[0]
     cdef progress_t prog
     cdef uint32_t kind, length, caplen, iface
     cdef uint64_t raw_ts
-    cdef intp_t header
+    cdef int64_t ts
     cdef int status = S_NEED_DATA
-    if not (if_tsresol.shape[0] == if_tsoffset.shape[0] == if_snaplen.shape[0] == n_if):
+    if not (if_tsresol.shape[0] == if_tsoffset.shape[0] == if_snaplen.shape[0] == room):
         raise ValueError("interface arrays differ in length")
+    if not 0 <= n_if <= room:
+        raise ValueError(f"n_if must be between 0 and {room}, not {n_if}")
     prog.pos, prog.n4, prog.n6, prog.last_ts = pos, 0, 0, last_ts
     with nogil:
         while True:
@@ -464,18 +615,35 @@ def read_pcapng(const uint8_t[::1] buf, intp_t pos, bint swapped,
             block = base + prog.pos
             kind = rd32(block, swapped)
             length = rd32(block + 4, swapped)
-            if kind == 0x0A0D0D0A or kind == 1:
+            if kind == 0x0A0D0D0A:
                 status = S_BLOCK
                 break
             if length < 12 or length % 4 or length > C_MAX_BLOCK:
                 status = E_BLOCK_LENGTH
                 break
+            if kind == 1:
+                # refused before it is buffered: a huge block of empty options costs nothing
+                if length > 20 + C_MAX_OPTIONS:
+                    status = E_OPTIONS
+                    break
+                if n_if == C_MAX_INTERFACES:
+                    status = E_INTERFACES
+                    break
+                if n_if == room:
+                    status = S_BLOCK
+                    break
             if end - prog.pos < length:
                 break
             if rd32(block + length - 4, swapped) != length:
                 status = E_BLOCK_TRAILER
                 break
-            if kind == 6 or kind == 2:                  # enhanced / obsolete packet block
+            if kind == 1:                               # interface description
+                status = read_interface(block, length, swapped, n_if, if_linktype, if_tsresol,
+                                        if_tsoffset, if_snaplen)
+                if status:
+                    break
+                n_if += 1
+            elif kind == 6 or kind == 2:                # enhanced / obsolete packet block
                 if length < 32:
                     status = E_BLOCK_LENGTH
                     break
@@ -491,9 +659,10 @@ def read_pcapng(const uint8_t[::1] buf, intp_t pos, bint swapped,
                     status = E_PACKET_LENGTH
                     break
                 raw_ts = (<uint64_t>rd32(block + 12, swapped) << 32) | rd32(block + 16, swapped)
-                take_frame(block + 28, caplen, if_linktype[iface],
-                           pcapng_ns(raw_ts, if_tsresol[iface]) + if_tsoffset[iface],
-                           &out, &prog)
+                if not pcapng_ns(raw_ts, if_tsresol[iface], if_tsoffset[iface], &ts):
+                    status = E_TIMESTAMP
+                    break
+                take_frame(block + 28, caplen, if_linktype[iface], swapped, ts, &out, &prog)
             elif kind == 3:                             # simple packet block: interface 0
                 if length < 16:
                     status = E_BLOCK_LENGTH
@@ -508,6 +677,7 @@ def read_pcapng(const uint8_t[::1] buf, intp_t pos, bint swapped,
                     caplen = length - 16
                 if if_snaplen[0] and caplen > if_snaplen[0]:
                     caplen = <uint32_t>if_snaplen[0]
-                take_frame(block + 12, caplen, if_linktype[0], prog.last_ts, &out, &prog)
+                take_frame(block + 12, caplen, if_linktype[0], swapped, prog.last_ts, &out,
+                           &prog)
             prog.pos += length
-    return status, prog.pos, prog.n4, prog.n6, prog.last_ts
+    return status, prog.pos, prog.n4, prog.n6, prog.last_ts, n_if

@@ -96,18 +96,27 @@ class CaptureStats:
                 setattr(self, name, getattr(self, name) + value)
 
 
-@dataclass
 class _Interfaces:
-    """A pcapng section's interfaces, as arrays the kernel reads."""
+    """A pcapng section's interfaces: arrays the kernel fills in order, `n` rows so far. They
+    grow by doubling, so a section of n interfaces costs O(n) in all."""
 
-    linktype: list[int] = field(default_factory=list)
-    tsresol: list[int] = field(default_factory=list)
-    tsoffset: list[int] = field(default_factory=list)    # ns
-    snaplen: list[int] = field(default_factory=list)
+    def __init__(self) -> None:
+        self.n = 0
+        self.linktype = np.zeros(8, dtype=np.int64)
+        self.tsresol = np.zeros(8, dtype=np.uint8)
+        self.tsoffset = np.zeros(8, dtype=np.int64)    # s
+        self.snaplen = np.zeros(8, dtype=np.int64)
 
     def arrays(self) -> tuple[np.ndarray, ...]:
-        return (np.array(self.linktype, dtype=np.int64), np.array(self.tsresol, dtype=np.uint8),
-                np.array(self.tsoffset, dtype=np.int64), np.array(self.snaplen, dtype=np.int64))
+        return self.linktype, self.tsresol, self.tsoffset, self.snaplen
+
+    def grow(self) -> None:
+        size = min(2 * len(self.linktype), _pcap.MAX_INTERFACES)
+        for name in ("linktype", "tsresol", "tsoffset", "snaplen"):
+            old = getattr(self, name)
+            grown = np.zeros(size, dtype=old.dtype)
+            grown[:self.n] = old[:self.n]
+            setattr(self, name, grown)
 
 
 def open_capture(path: Union[PathLike, BinaryIO], *, strict: bool = True,
@@ -137,7 +146,13 @@ def open_capture(path: Union[PathLike, BinaryIO], *, strict: bool = True,
         As `open` does.
     CaptureError
         When the file is not a pcap or pcapng capture, or a classic pcap's link type is not one
-        of Ethernet, Linux cooked (SLL, SLL2), raw IP, or BSD loopback.
+        of Ethernet, Linux cooked (SLL, SLL2), raw IP, BSD loopback, or Linux NFLOG. While
+        iterating (if strict), at damage, and at a pcapng packet whose time (timestamp at its
+        interface's resolution, plus the interface's offset) is before 1970 or past 2262: every
+        timestamp yielded is exact, in int64 nanoseconds since the epoch. Also at a pcapng block
+        past the reader's limits, which keep its time linear in the input: 64 MiB per block,
+        128 KiB of options per section header or interface description, 65,536 interfaces per
+        section (and 256 KiB per classic pcap record).
 
     >>> open_capture(__file__)
     Traceback (most recent call last):
@@ -304,19 +319,23 @@ class Capture:
             status = _pcap.NEED_DATA
         else:
             pos, status = 0, _pcap.BLOCK
+        out4: Optional[np.ndarray] = None
+        out6: Optional[np.ndarray] = None
         while pos >= 0:
             if status == _pcap.BLOCK:
                 pos = self._pcapng_block(pos)
                 if pos < 0:
                     return
-            out4 = np.empty(_ROWS_PER_BATCH, dtype=SEGMENT_DTYPE)
-            out6 = np.empty(_ROWS_PER_BATCH, dtype=SEGMENT6_DTYPE)
+            if out4 is None or out6 is None:    # the last ones went out in a batch
+                out4 = np.empty(_ROWS_PER_BATCH, dtype=SEGMENT_DTYPE)
+                out6 = np.empty(_ROWS_PER_BATCH, dtype=SEGMENT6_DTYPE)
             counts = np.zeros(len(_pcap.COUNT_NAMES), dtype=np.int64)
             status, pos, n4, n6 = self._kernel(self._buf[:self._end], pos, out4.view(np.uint8),
                                                out6.view(np.uint8), counts)
             self.stats.add(counts)
             if n4 or n6:
                 yield CaptureBatch(out4[:n4], out6[:n6])
+                out4 = out6 = None
             if status == _pcap.NEED_DATA:
                 if not self._fill(pos):
                     if self._end:
@@ -342,7 +361,8 @@ class Capture:
         self.stats.linktypes.append(linktype)
         if linktype not in _pcap.SUPPORTED_LINKTYPES:
             raise CaptureError(f"{self.path}: unknown link type {linktype}; fasttcp reads "
-                               f"Ethernet, Linux cooked (SLL, SLL2), raw IP and BSD loopback", 20)
+                               f"Ethernet, Linux cooked (SLL, SLL2), raw IP, BSD loopback and Linux "
+                               f"NFLOG", 20)
         swapped, ts_unit = order == ">", _PCAP_MAGIC[magic]
 
         def kernel(buf, pos, out4, out6, counts):
@@ -354,68 +374,47 @@ class Capture:
         return pos + 24
 
     def _pcapng_block(self, pos: int) -> int:
-        """Reads the section header or interface description at `pos`; sets the kernel for
-        what follows; returns the next block's position (or -1)."""
+        """Reads the section header at `pos`, or grows the interface arrays for the interface
+        description there; sets the kernel; returns where it goes on (or -1)."""
         pos = self._need(pos, 12)
         if pos < 0:
             return -1
-        if struct.unpack("<I", bytes(self._buf[pos:pos + 4]))[0] == _PCAPNG_SHB:
-            order_mark, = struct.unpack("<I", bytes(self._buf[pos + 8:pos + 12]))
+        if struct.unpack_from("<I", self._buf, pos)[0] == _PCAPNG_SHB:
+            order_mark, = struct.unpack_from("<I", self._buf, pos + 8)
             if order_mark not in (_PCAPNG_BYTE_ORDER, 0x4D3C2B1A):
                 self._fail(self._base + pos, "section header without the byte-order magic")
                 return -1
             self._swapped = order_mark != _PCAPNG_BYTE_ORDER
-            self._interfaces = _Interfaces()
-        order = ">" if self._swapped else "<"
-        length, = struct.unpack(order + "I", bytes(self._buf[pos + 4:pos + 8]))
-        if length < 12 or length % 4 or length > _pcap.MAX_BLOCK:
-            self._fail(self._base + pos, _pcap.ERRORS[-2])
-            return -1
-        pos = self._need(pos, length)
-        if pos < 0:
-            return -1
-        block = bytes(self._buf[pos:pos + length])
-        if struct.unpack(order + "I", block[-4:])[0] != length:
-            self._fail(self._base + pos, _pcap.ERRORS[-3])
-            return -1
-        if struct.unpack(order + "I", block[:4])[0] == 1:
-            problem = self._interface(block, order)
+            length, = struct.unpack_from(">I" if self._swapped else "<I", self._buf, pos + 4)
+            problem = None
+            if length < 28 or length % 4:
+                problem = "section header block length is not a multiple of 4 from 28 bytes"
+            elif length > 28 + _pcap.MAX_OPTIONS:     # refused before it is buffered
+                problem = _pcap.ERRORS[_pcap.ERR_OPTIONS]
+            else:
+                pos = self._need(pos, length)
+                if pos < 0:
+                    return -1
+                trailer, = struct.unpack_from(">I" if self._swapped else "<I", self._buf,
+                                              pos + length - 4)
+                if trailer != length:
+                    problem = _pcap.ERRORS[_pcap.ERR_BLOCK_TRAILER]
             if problem:
                 self._fail(self._base + pos, problem)
                 return -1
-        swapped, arrays = self._swapped, self._interfaces.arrays()
+            self._interfaces = _Interfaces()
+            pos += length
+        else:
+            self._interfaces.grow()
+        swapped, interfaces = self._swapped, self._interfaces
 
         def kernel(buf, pos, out4, out6, counts):
-            status, pos, n4, n6, self._last_ts = _pcap.read_pcapng(
-                buf, pos, swapped, *arrays, self._last_ts, out4, out6, counts)
+            before = interfaces.n
+            status, pos, n4, n6, self._last_ts, interfaces.n = _pcap.read_pcapng(
+                buf, pos, swapped, *interfaces.arrays(), interfaces.n, self._last_ts, out4, out6,
+                counts)
+            self.stats.linktypes.extend(interfaces.linktype[before:interfaces.n].tolist())
             return status, pos, n4, n6
 
         self._kernel = kernel
-        return pos + length
-
-    def _interface(self, block: bytes, order: str) -> Optional[str]:
-        """Reads an interface description block; returns a problem, if any."""
-        if len(block) < 20:
-            return "interface description block shorter than 20 bytes"
-        linktype, _reserved, snaplen = struct.unpack(order + "HHI", block[8:16])
-        tsresol, tsoffset = 6, 0
-        at, end = 16, len(block) - 4
-        while at + 4 <= end:
-            code, size = struct.unpack(order + "HH", block[at:at + 4])
-            value = block[at + 4:at + 4 + size]
-            if code == 0:
-                break
-            if at + 4 + size > end:
-                return "interface option runs past the end of its block"
-            if code == 9 and size >= 1:
-                tsresol = value[0]
-            elif code == 14 and size >= 8:
-                tsoffset, = struct.unpack(order + "q", value[:8])
-            at += 4 + (size + 3) // 4 * 4
-        interfaces = self._interfaces
-        interfaces.linktype.append(linktype)
-        interfaces.tsresol.append(tsresol)
-        interfaces.tsoffset.append(tsoffset * 1_000_000_000)
-        interfaces.snaplen.append(snaplen)
-        self.stats.linktypes.append(linktype)
-        return None
+        return pos
