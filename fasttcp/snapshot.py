@@ -23,7 +23,9 @@ have. What derives from these (the index, the histogram, the live count) is rebu
 loading. The hash key is in the file: keep snapshots as private as the traffic they describe.
 
 Writing goes to a temporary file in the same directory, flushed to disk and renamed over the
-target, so a crash leaves the old snapshot or the new one, never half of one.
+target, so a crash leaves the old snapshot or the new one, never half of one. A writer killed
+mid-save leaves its temporary behind; the next save to the same path removes those whose
+writer is gone (see `_remove_stale_temporaries`).
 
 Loading checks everything before building anything: the header against its schema (every
 field's type and range), the arrays against the settings and the file's size (so nothing is
@@ -36,6 +38,7 @@ the file instead of read: the pages come in as they are touched and changes stay
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import math
 import os
@@ -226,6 +229,44 @@ def _bytes(array: np.ndarray) -> memoryview:
     return np.ascontiguousarray(array).data.cast("B")
 
 
+def _temporary_prefix(name: str) -> str:
+    """Temporaries of a save to `name` are `.NAME.fasttcp-snapshot-PID-RANDOM`, in its
+    directory."""
+    return f".{name}.fasttcp-snapshot-"
+
+
+def _remove_stale_temporaries(directory: str, name: str) -> None:
+    """Removes what saves to `name` killed mid-write left behind: its temporaries whose
+    writer is gone. A writer holds an exclusive lock on its temporary while it lives (the
+    kernel drops it when the process dies, even by SIGKILL), and its pid is in the name. Only
+    a file that can be locked and whose writer's pid is not running is removed: the lock alone
+    would leave the instant between a writer's creating its file and locking it, and the pid
+    alone can be reused."""
+    prefix = _temporary_prefix(name)
+    for entry in os.listdir(directory):
+        pid, _, rest = entry[len(prefix):].partition("-")
+        if not entry.startswith(prefix) or not pid.isdecimal() or not rest:
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue                        # the writer runs (or its pid was reused)
+        except ProcessLookupError:
+            pass
+        except (PermissionError, OverflowError):
+            continue
+        try:
+            fd = os.open(os.path.join(directory, entry), os.O_RDONLY)
+        except OSError:
+            continue                        # gone meanwhile, or not ours to open
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.unlink(os.path.join(directory, entry))
+        except OSError:
+            pass                            # locked (a writer on another host), or not ours
+        finally:
+            os.close(fd)
+
+
 def _write(path: PathLike, header: dict, arrays: dict[str, np.ndarray]) -> None:
     manifest: list[dict[str, Any]] = []
     offset = 0
@@ -241,9 +282,12 @@ def _write(path: PathLike, header: dict, arrays: dict[str, np.ndarray]) -> None:
     head += struct.pack("<I", zlib.crc32(head))
     start = -(-len(head) // _ALIGN) * _ALIGN
     target = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(target))
-    fd, temporary = tempfile.mkstemp(prefix=".fasttcp-snapshot-", dir=directory)
+    directory, name = os.path.split(os.path.abspath(target))
+    _remove_stale_temporaries(directory, name)
+    fd, temporary = tempfile.mkstemp(prefix=f"{_temporary_prefix(name)}{os.getpid()}-",
+                                     dir=directory)
     try:
+        fcntl.flock(fd, fcntl.LOCK_EX)      # held until this process closes it or dies
         with os.fdopen(fd, "wb") as out:
             out.write(head + bytes(start - len(head)))
             for entry, array in zip(manifest, arrays.values()):
