@@ -226,7 +226,8 @@ def save(tracker: "Tracker", path: PathLike) -> None:
 
 
 def _bytes(array: np.ndarray) -> memoryview:
-    return np.ascontiguousarray(array).data.cast("B")
+    # flat bytes first: memoryview.cast refuses a multi-dimensional view with no rows
+    return memoryview(np.ascontiguousarray(array).reshape(-1).view(np.uint8))
 
 
 def _temporary_prefix(name: str) -> str:
