@@ -120,7 +120,7 @@ def check(data: bytes) -> None:
     fdp = atheris.FuzzedDataProvider(data)
     _write(*_mutated(fdp))
     try:
-        tracker = fasttcp.Tracker.load(PATH, verify=fdp.ConsumeBool())
+        tracker = fasttcp.Tracker.load(PATH, verify=fdp.ConsumeBool(), mmap=fdp.ConsumeBool())
     except snapshot.SnapshotError:
         return
     try:

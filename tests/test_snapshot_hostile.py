@@ -58,9 +58,9 @@ def live(records):
 
 
 def refused(path, match):
-    for verify in (True, False):
+    for verify, mmap in ((True, False), (False, False), (False, True)):
         with pytest.raises(SnapshotError, match=match):
-            fasttcp.Tracker.load(path, verify=verify)
+            fasttcp.Tracker.load(path, verify=verify, mmap=mmap)
 
 
 def test_the_fixture_loads(saved):
