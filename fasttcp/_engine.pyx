@@ -1407,7 +1407,7 @@ cdef struct saved_t:
     const flow_t* flows
     const seq_t* seq
     const uint32_t* due
-    const int64_t* wheel_lengths    # WHEEL_SLOTS entry counts (checked >= 0, summing to n_entries)
+    const int64_t* wheel_lengths    # WHEEL_SLOTS counts (checked >= 0, summing to n_entries)
     const uint32_t* wheel_entries
     intp_t n_entries
     int64_t wheel_tick
@@ -1507,7 +1507,8 @@ cdef int check_saved(table_t* t, const conn_t* recs, const saved_t* s, uint8_t* 
             return CK_STATE
         if s.flows != NULL and not flow_ok(&s.flows[rid]):
             return CK_FLOW
-        if s.seq != NULL and not (seq_dir_ok(&s.seq[rid].orig) and seq_dir_ok(&s.seq[rid].resp)):
+        if s.seq != NULL and not (seq_dir_ok(&s.seq[rid].orig)
+                                  and seq_dir_ok(&s.seq[rid].resp)):
             return CK_SEQ
         hist[c.state] += 1
         live += 1
