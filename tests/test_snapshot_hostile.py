@@ -315,3 +315,12 @@ def test_headers_that_are_not_objects(tmp_path, text):
     path = tmp_path / "t.snap"
     path.write_bytes(head + struct.pack("<I", zlib.crc32(head)))
     refused(path, "damaged header|must be an object")
+
+
+def test_an_array_cut_to_no_rows(saved):
+    """The snapshot fuzzer's first finding: a two-dimensional array with no rows could not
+    even be checksummed (memoryview.cast refuses it)."""
+    header, arrays = parts(saved)
+    arrays["table.4.0.seq"] = arrays["table.4.0.seq"][:0].copy()
+    rewrite(saved, header, arrays)
+    refused(saved, "sequence state must be")
