@@ -33,6 +33,7 @@ COUNT_NAMES: tuple[str, ...]
 END_CLOSED: int
 END_EXPIRED: int
 END_EVICTED: int
+SAVED_ERRORS: tuple[str | None, ...]  # what FlowTable.restore refuses, by check code (0: none)
 
 def zeek_columns(
     flow_states: npt.NDArray[np.uint8],  # const uint8_t[::1], FLOW_STATE_DTYPE rows as bytes
@@ -73,16 +74,16 @@ class FlowTable:
     def set_clock_limit(self, limit: int) -> None: ...
     def counters(self) -> dict[str, Any]: ...
     def wheel_lists(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.uint32]] | None: ...
-    def restore(
+    def restore(  # raises ValueError naming the inconsistency; the table is then unchanged
         self,
-        records: npt.NDArray[np.void],  # writable, capacity rows
-        flows: npt.NDArray[np.void] | None,
-        due: npt.NDArray[np.uint32] | None,
-        evict_ring: npt.NDArray[np.uint64] | None,
-        seq: npt.NDArray[np.uint8] | None,
-        wheel_lists: tuple[npt.NDArray[np.int64], npt.NDArray[np.uint32]] | None,
-        class_counts: npt.NDArray[np.int64],
-        counters: dict[str, Any],
+        records: npt.NDArray[np.void],  # conn_t rows, writable, contiguous, capacity rows
+        flows: npt.NDArray[np.void] | None,  # flow_t rows, FLOW_STATE_DTYPE, capacity rows
+        due: npt.NDArray[np.uint32] | None,  # uint32_t[::1], capacity
+        evict_ring: npt.NDArray[np.uint64] | None,  # uint64_t[::1], a power of two >= 2 * capacity
+        seq: npt.NDArray[np.uint8] | None,  # uint8_t[:, ::1], (capacity, sizeof(seq_t))
+        wheel_lists: tuple[npt.NDArray[np.int64], npt.NDArray[np.uint32]] | None,  # as wheel_lists
+        class_counts: npt.NDArray[np.int64],  # const int64_t[::1], n_classes, >= 0
+        counters: dict[str, Any],  # as counters()
     ) -> None: ...
     @property
     def storage(self) -> tuple[npt.NDArray[np.void], npt.NDArray[np.void] | None,

@@ -21,10 +21,10 @@ import math
 import numpy as np
 
 cimport numpy as cnp
-from cpython.mem cimport PyMem_RawCalloc, PyMem_RawFree, PyMem_RawRealloc
+from cpython.mem cimport PyMem_RawCalloc, PyMem_RawFree, PyMem_RawMalloc, PyMem_RawRealloc
 from libc.stdint cimport INT64_MAX
 from libc.stdlib cimport calloc, free
-from libc.string cimport memcpy, memset
+from libc.string cimport memcmp, memcpy, memset
 
 from fasttcp._typedefs cimport int8_t, int64_t, intp_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdint cimport int32_t
@@ -1447,6 +1447,221 @@ def index_slots_for(intp_t capacity):
     return max(8, math.ceil(capacity / MAX_LOAD))
 
 
+# Restoring saved storage: a snapshot is checked against everything the kernel trusts before
+# any of it is used (check_saved), so a crafted or damaged file cannot send the kernel out of
+# its arrays. The index, histogram and live count are not saved but rebuilt from the records.
+cdef enum:
+    CK_OK = 0
+    CK_STATE = 1
+    CK_FLOW = 2
+    CK_SEQ = 3
+    CK_FREE_LIST = 4
+    CK_LEAK = 5
+    CK_SHARD = 6
+    CK_DUPLICATE = 7
+    CK_WHEEL_IDLE = 8
+    CK_WHEEL_ENTRY = 9
+    CK_DUE = 10
+    CK_UNLISTED = 11
+    CK_RING = 12
+    M_FREE = 1           # marks: the record is on the free list
+    M_LISTED = 2         # the record is listed in the wheel slot of its due tick
+    MAX_WSCALE = 14      # RFC 7323's largest window scale (seq_segment caps at it)
+
+# What check_saved found, by CK_* code.
+SAVED_ERRORS = (
+    None,
+    "a live record names a state the model does not have",
+    "a live record's flow state is malformed (history letters or Zeek states)",
+    "a live record's sequence state is malformed (window scale or flags)",
+    "the free list names a live, unused or repeated record",
+    "records below `used` that are neither live nor on the free list (or a count mismatch)",
+    "a live record hashes to another shard",
+    "two live records hold the same connection",
+    "the expiry wheel is not started but lists records or has live connections",
+    "a wheel entry names a record at or above `used`",
+    "a live record is due outside the wheel's revolution",
+    "a live record is not listed in the wheel slot of its due tick",
+    "an eviction ring entry names a record at or above `used`",
+)
+if len(SAVED_ERRORS) != CK_RING + 1:
+    raise ImportError("SAVED_ERRORS and the CK_* codes disagree")
+
+
+cdef struct saved_t:
+    # A table's storage as a snapshot holds it (NULL: not kept), for check_saved.
+    const flow_t* flows
+    const seq_t* seq
+    const uint32_t* due
+    const int64_t* wheel_lengths    # WHEEL_SLOTS counts (checked >= 0, summing to n_entries)
+    const uint32_t* wheel_entries
+    intp_t n_entries
+    int64_t wheel_tick
+    bint wheel_started
+    const uint64_t* ring            # eviction ring, ring_capacity entries (a power of two)
+    intp_t ring_capacity
+    intp_t ring_head                # 0 <= head <= tail <= head + ring_capacity (checked)
+    intp_t ring_tail
+
+
+cdef inline bint flow_ok(const flow_t* f) noexcept nogil:
+    """What history_text and add_letter trust: at most 18 letters (the seen bits), each a
+    known letter, nothing stored past them, and Zeek states that exist."""
+    cdef int n, k
+    if f.seen >> (2 * SEEN_BITS):
+        return False
+    n = ft_popcount32(f.seen)
+    for k in range(n):
+        if (history_entry(f, k) >> 1) > L_ZERO_WINDOW:     # the last letter code
+            return False
+    # nothing stored past the n letters (history holds letters 0-11, history_more 12-17)
+    if n < 12:
+        if f.history >> (5 * n) or f.history_more:
+            return False
+    elif f.history >> 60 or f.history_more >> (5 * (n - 12)):
+        return False
+    return ((f.orig_zeek & 0x0F) <= Z_RESET and (f.orig_zeek >> 4) <= Z_RESET
+            and (f.resp_zeek & 0x0F) <= Z_RESET and (f.resp_zeek >> 4) <= Z_RESET)
+
+
+cdef inline bint seq_dir_ok(const seq_dir_t* s) noexcept nogil:
+    # a scale seq_segment can shift by, and only SQ_* flag bits
+    return s.scale <= MAX_WSCALE and s.flags < 2 * SQ_PICKED_UP
+
+
+cdef inline bint same_endpoint(const conn_t* a, int da, const conn_t* b, int db) noexcept nogil:
+    # endpoint da of a (0 orig, 1 resp) is endpoint db of b
+    return ((&a.orig_p)[da] == (&b.orig_p)[db]
+            and memcmp(&(&a.orig_h)[da], &(&b.orig_h)[db], sizeof(a.orig_h)) == 0)
+
+
+cdef inline bint same_connection(const conn_t* a, const conn_t* b) noexcept nogil:
+    return ((same_endpoint(a, 0, b, 0) and same_endpoint(a, 1, b, 1))
+            or (same_endpoint(a, 0, b, 1) and same_endpoint(a, 1, b, 0)))
+
+
+cdef void free_wheel(bucket_t* slots) noexcept nogil:
+    """Frees a wheel's slots and their lists (NULL-safe)."""
+    cdef intp_t i
+    if slots == NULL:
+        return
+    for i in range(WHEEL_SLOTS):
+        PyMem_RawFree(slots[i].rids)
+    free(slots)
+
+
+cdef bucket_t* wheel_from_lists(const int64_t* lengths, const uint32_t* entries) noexcept nogil:
+    """Wheel slots holding saved lists (as FlowTable.wheel_lists gives them), or NULL when
+    out of memory."""
+    cdef bucket_t* slots = <bucket_t*>calloc(WHEEL_SLOTS, sizeof(bucket_t))
+    cdef intp_t i, at = 0
+    if slots == NULL:
+        return NULL
+    for i in range(WHEEL_SLOTS):
+        if lengths[i] == 0:
+            continue
+        slots[i].rids = <uint32_t*>PyMem_RawMalloc(lengths[i] * sizeof(uint32_t))
+        if slots[i].rids == NULL:
+            free_wheel(slots)
+            return NULL
+        memcpy(slots[i].rids, &entries[at], lengths[i] * sizeof(uint32_t))
+        slots[i].len = slots[i].cap = <uint32_t>lengths[i]
+        at += lengths[i]
+    return slots
+
+
+cdef int check_saved(table_t* t, const conn_t* recs, const saved_t* s, uint8_t* marks,
+                     int64_t* hist) noexcept nogil:
+    """Checks saved storage against everything the kernel trusts, in O(records + slots +
+    wheel and ring entries); returns CK_OK or the first CK_* problem found.
+
+    t is a scratch copy of the table's fields with the saved `used` and `free_head`, and an
+    empty index of t.nslots slots: the index is rebuilt there from the live records (each
+    then sits in exactly one slot, no tombstones), and t.count set. marks: `used` zero bytes.
+    hist: n_states zeros, filled with the live records per state.
+    """
+    cdef intp_t rid, other, live = 0, free = 0, at = 0, k
+    cdef uint64_t h, p, entry
+    cdef uint32_t want, tag, slot
+    cdef intp_t i
+    cdef const conn_t* c
+    for rid in range(t.used):
+        c = &recs[rid]
+        if not (c.status & S_ALIVE):
+            continue
+        if c.state >= t.n_states:
+            return CK_STATE
+        if s.flows != NULL and not flow_ok(&s.flows[rid]):
+            return CK_FLOW
+        if s.seq != NULL and not (seq_dir_ok(&s.seq[rid].orig)
+                                  and seq_dir_ok(&s.seq[rid].resp)):
+            return CK_SEQ
+        hist[c.state] += 1
+        live += 1
+    # the free list: dead records below `used`, each once (a cycle repeats one), and with the
+    # live ones all of them: a dead record off the list would be lost, and allocation would
+    # hand out records past the arrays before the table counted itself full
+    rid = <intp_t>t.free_head
+    while rid >= 0:
+        if rid >= t.used or recs[rid].status & S_ALIVE or marks[rid] & M_FREE:
+            return CK_FREE_LIST
+        marks[rid] |= M_FREE
+        free += 1
+        rid = -1 if recs[rid].orig_pkts == 0xffffffffu else <intp_t>recs[rid].orig_pkts
+    if free + live != t.used:
+        return CK_LEAK
+    t.count = live
+    rebuild_index(t, recs)
+    # every live record in its shard, and none holding another's connection (a lookup would
+    # only ever find the first); found by walking each record's probe to its own slot
+    for rid in range(t.used):
+        c = &recs[rid]
+        if not (c.status & S_ALIVE):
+            continue
+        h = record_hash(t, c)
+        if not in_shard(t, h):
+            return CK_SHARD
+        p = fastrange(h, t.nslots)
+        want = <uint32_t>(rid + SLOT_ID_BIAS)
+        tag = hash_tag(h, t.tag_mask)
+        slot = t.index[p]
+        while (slot & t.id_mask) != want:
+            other = <intp_t>(slot & t.id_mask) - SLOT_ID_BIAS
+            if (slot >> t.id_bits) == tag and same_connection(c, &recs[other]):
+                return CK_DUPLICATE
+            p += 1
+            if p == t.nslots:
+                p = 0
+            slot = t.index[p]
+    if s.due != NULL and not s.wheel_started:
+        # nothing was ever scheduled: no connection was ever made
+        if live or s.n_entries:
+            return CK_WHEEL_IDLE
+    elif s.due != NULL:
+        for i in range(WHEEL_SLOTS):
+            for k in range(at, at + <intp_t>s.wheel_lengths[i]):
+                rid = s.wheel_entries[k]
+                if rid >= t.used:
+                    return CK_WHEEL_ENTRY
+                if (recs[rid].status & S_ALIVE) and (s.due[rid] & WHEEL_MASK) == <uint32_t>i:
+                    marks[rid] |= M_LISTED
+            at += <intp_t>s.wheel_lengths[i]
+        for rid in range(t.used):
+            if not (recs[rid].status & S_ALIVE):
+                continue
+            # wrap-aware: due within one revolution from the wheel's tick
+            if <uint32_t>(s.due[rid] - <uint32_t>s.wheel_tick) > WHEEL_MASK:
+                return CK_DUE
+            if not (marks[rid] & M_LISTED):
+                return CK_UNLISTED
+    if s.ring != NULL:
+        for k in range(s.ring_head, s.ring_tail):
+            entry = s.ring[k & (s.ring_capacity - 1)]
+            if <intp_t>(entry & 0xffffffffu) >= t.used:
+                return CK_RING
+    return CK_OK
+
+
 cdef class FlowTable:
     """The connections of one address family (4 or 6) under one compiled model.
 
@@ -1562,12 +1777,8 @@ cdef class FlowTable:
         self._allocate(capacity)
 
     def __dealloc__(self):
-        cdef intp_t i
-        if self.t.wheel.slots != NULL:
-            for i in range(WHEEL_SLOTS):
-                PyMem_RawFree(self.t.wheel.slots[i].rids)
-            free(self.t.wheel.slots)
-            self.t.wheel.slots = NULL
+        free_wheel(self.t.wheel.slots)
+        self.t.wheel.slots = NULL
 
     cdef _allocate(self, intp_t capacity):
         """Sizes records and index for `capacity` (keeping live records) and rebuilds the index."""
@@ -1655,96 +1866,135 @@ cdef class FlowTable:
 
     def restore(self, records, flows, due, evict_ring, seq, wheel_lists, class_counts,
                 dict counters):
-        """Takes over saved storage (records, flows, due ticks, eviction ring) as this table's,
-        without a copy (memory maps will do: writable, contiguous, this table's capacity), and
-        the wheel's lists. Rebuilds what derives from them: the count, the histogram, the
-        index. The table then goes on exactly as the one saved would have."""
+        """Takes over saved storage (records, flows, due ticks, eviction ring, sequence state)
+        as this table's, without a copy (memory maps will do: writable, contiguous, this
+        table's capacity), and the wheel's lists. Rebuilds what derives from them: the count,
+        the histogram, the index. The table then goes on exactly as the one saved would have.
+
+        Everything the kernel will trust is checked first, in O(records + index slots + wheel
+        and ring entries): dtypes and shapes; that the free list and the live records account
+        for every record in use; live records' states, shards, distinct connections, flow and
+        sequence states; wheel entries and due ticks; eviction ring entries. A failed check
+        raises ValueError naming it and leaves the table as it was.
+        """
         dtype = CONN4_DTYPE if self.family == 4 else CONN6_DTYPE
-        cdef intp_t used = counters["used"], rid, n_states = self.t.n_states
-        if (records.dtype != dtype or records.shape != (self.t.capacity,)
-                or not records.flags.writeable or not records.flags.c_contiguous):
-            raise ValueError(f"records must be a writable contiguous {self.t.capacity}-row "
-                             f"array of the table's record dtype")
+        cdef intp_t used = counters["used"], n_states = self.t.n_states
+        cdef int64_t free_head = counters["free_head"]
+        cdef intp_t i
+        shape = (self.t.capacity,)
+        if records.dtype != dtype or records.shape != shape:
+            raise ValueError(f"records must be {self.t.capacity} rows of the table's record "
+                             f"dtype")
         if (self._flows is None) != (flows is None) or (flows is not None and (
-                flows.dtype != FLOW_STATE_DTYPE or flows.shape != records.shape
-                or not flows.flags.writeable)):
+                flows.dtype != FLOW_STATE_DTYPE or flows.shape != shape)):
             raise ValueError("flows must match the records, and only with flows kept")
-        if not 0 <= used <= self.t.capacity or not -1 <= counters["free_head"] < max(used, 1):
+        if not 0 <= used <= self.t.capacity or not -1 <= free_head < used:
             raise ValueError("record counters do not fit the table")
         if (self._due is None) != (due is None) or (due is not None and (
-                due.dtype != np.uint32 or due.shape != records.shape or wheel_lists is None
-                or wheel_lists[0].shape != (WHEEL_SLOTS,)
-                or wheel_lists[0].sum() != wheel_lists[1].shape[0]
-                or (wheel_lists[1].shape[0] and wheel_lists[1].max() >= max(used, 1)))):
-            raise ValueError("expiry state must match the records, and only with expiry")
+                due.dtype != np.uint32 or due.shape != shape or wheel_lists is None
+                or wheel_lists[0].dtype != np.int64 or wheel_lists[0].shape != (WHEEL_SLOTS,)
+                or wheel_lists[1].dtype != np.uint32 or wheel_lists[1].ndim != 1
+                or (wheel_lists[0] < 0).any() or wheel_lists[0].max() > 0xffffffff
+                or wheel_lists[0].sum() != wheel_lists[1].shape[0])):
+            raise ValueError("expiry state must match the records (wheel slot lengths >= 0 "
+                             "summing to its entries), and only with expiry")
         if (self._evict_ring is None) != (evict_ring is None) or (evict_ring is not None and (
-                evict_ring.dtype != np.uint64 or len(evict_ring) < 2 * self.t.capacity
+                evict_ring.dtype != np.uint64 or evict_ring.ndim != 1
+                or len(evict_ring) < 2 * self.t.capacity
                 or len(evict_ring) & (len(evict_ring) - 1)
-                or not 0 <= counters["evict_tail"] - counters["evict_head"] <= len(evict_ring))):
+                or not 0 <= counters["evict_head"] <= counters["evict_tail"]
+                <= counters["evict_head"] + len(evict_ring))):
             raise ValueError("the eviction ring must be a power of two, at least twice the "
-                             "capacity, and only with eviction")
-        for array in (flows, due, evict_ring, seq):
-            if array is not None and not (array.flags.writeable and array.flags.c_contiguous):
-                raise ValueError("saved arrays must be writable and contiguous")
+                             "capacity, with at most its length listed, and only with "
+                             "eviction")
         if seq is not None and (seq.dtype != np.uint8
                                 or seq.shape != (self.t.capacity, sizeof(seq_t))):
             raise ValueError("sequence state must be uint8 (capacity, record size)")
-        if due is not None and (wheel_lists[0] < 0).any():
-            raise ValueError("wheel slot lengths must not be negative")
-        self._check_free_list(records, used, counters["free_head"])
-        state = records["state"][:used]
-        alive = (records["status"][:used] & S_ALIVE) != 0
-        if alive.any() and state[alive].max() >= n_states:
-            raise ValueError("a record names a state the model does not have")
+        for array in (records, flows, due, evict_ring, seq):
+            if array is not None and not (array.flags.writeable and array.flags.c_contiguous):
+                raise ValueError("saved arrays must be writable and contiguous")
+        class_counts = np.asarray(class_counts)
+        if (class_counts.dtype != np.int64 or class_counts.shape != (self.t.n_classes,)
+                or (class_counts < 0).any()):
+            raise ValueError(f"class counts must be {self.t.n_classes} int64 counts >= 0")
+        totals = counters["totals"]
+        if set(totals) != set(COUNT_NAMES) or not all(0 <= v < 2**63 for v in totals.values()):
+            raise ValueError(f"totals must give each of {COUNT_NAMES} as a count >= 0")
+
+        # the structure, checked on scratch copies: nothing of this table changes yet
+        marks = np.zeros(used, dtype=np.uint8)
+        hist = np.zeros(n_states, dtype=np.int64)
+        index = np.zeros(self.t.nslots, dtype=np.uint32)
+        cdef table_t scratch = self.t
+        scratch.index = <uint32_t*>cnp.PyArray_DATA(index)
+        scratch.used, scratch.free_head = used, free_head
+        cdef saved_t s
+        memset(&s, 0, sizeof(saved_t))
+        if flows is not None:
+            s.flows = <const flow_t*>cnp.PyArray_DATA(flows)
+        if seq is not None:
+            s.seq = <const seq_t*>cnp.PyArray_DATA(seq)
+        if due is not None:
+            lengths, entries = wheel_lists
+            entries = np.ascontiguousarray(entries)
+            s.due = <const uint32_t*>cnp.PyArray_DATA(due)
+            s.wheel_lengths = <const int64_t*>cnp.PyArray_DATA(np.ascontiguousarray(lengths))
+            s.wheel_entries = <const uint32_t*>cnp.PyArray_DATA(entries)
+            s.n_entries = entries.shape[0]
+            s.wheel_tick, s.wheel_started = counters["wheel_tick"], counters["wheel_started"]
+        if evict_ring is not None:
+            s.ring = <const uint64_t*>cnp.PyArray_DATA(evict_ring)
+            s.ring_capacity = len(evict_ring)
+            s.ring_head, s.ring_tail = counters["evict_head"], counters["evict_tail"]
+        cdef const void* recs = cnp.PyArray_DATA(records)
+        cdef uint8_t* marks_p = <uint8_t*>cnp.PyArray_DATA(marks)
+        cdef int64_t* hist_p = <int64_t*>cnp.PyArray_DATA(hist)
+        cdef int rc
+        with nogil:
+            if self.family == 4:
+                rc = check_saved(&scratch, <const conn4_t*>recs, &s, marks_p, hist_p)
+            else:
+                rc = check_saved(&scratch, <const conn6_t*>recs, &s, marks_p, hist_p)
+        if rc != CK_OK:
+            raise ValueError(SAVED_ERRORS[rc])
+        cdef bucket_t* slots = NULL
+        if due is not None:
+            slots = wheel_from_lists(s.wheel_lengths, s.wheel_entries)
+            if slots == NULL:
+                raise MemoryError("expiry wheel")
+
+        # all checked and allocated: take the storage over (nothing below can fail)
         self._records = records
+        self._index = index
+        self.t.index = scratch.index
+        self.t.used, self.t.free_head = used, free_head
+        self.t.count, self.t.tombstones = scratch.count, scratch.tombstones
+        self._hist[:] = hist
+        self._class_counts[:] = class_counts
+        cdef int64_t* total = <int64_t*>&self.totals
+        for name, value in totals.items():
+            total[COUNT_NAMES.index(name)] = value
         if flows is not None:
             self._flows = flows
             self.t.flows = <flow_t*>cnp.PyArray_DATA(flows)
-        self.t.used = used
-        self.t.free_head = counters["free_head"]
-        self.t.count = int(alive.sum())
-        self._hist[:] = np.bincount(state[alive], minlength=n_states)
-        self._class_counts[:] = class_counts
-        cdef int64_t* total = <int64_t*>&self.totals
-        for name, value in counters["totals"].items():
-            total[COUNT_NAMES.index(name)] = value
-        self._rebuild()
-        cdef intp_t i, at = 0
-        cdef const uint32_t[::1] entries
         if due is not None:
+            free_wheel(self.t.wheel.slots)
+            self.t.wheel.slots = slots
+            self.t.wheel.allocated = 0
+            for i in range(WHEEL_SLOTS):
+                self.t.wheel.allocated += slots[i].cap
             self._due = due
             self.t.due = <uint32_t*>cnp.PyArray_DATA(due)
-            self.t.wheel.tick = counters["wheel_tick"]
-            self.t.wheel.started = counters["wheel_started"]
-            lengths, entries = wheel_lists
-            for i in range(WHEEL_SLOTS):
-                self.t.wheel.slots[i].len = 0
-                for rid in range(at, at + lengths[i]):
-                    if push(&self.t.wheel.slots[i], entries[rid]) < 0:
-                        raise MemoryError("expiry wheel")
-                at += lengths[i]
+            self.t.wheel.tick, self.t.wheel.started = s.wheel_tick, s.wheel_started
         if seq is not None:
             self._seq = seq
             self.t.seq = <seq_t*>cnp.PyArray_DATA(seq)
         if evict_ring is not None:
             self._evict_ring = evict_ring
             self.t.evict_ring = <uint64_t*>cnp.PyArray_DATA(evict_ring)
-            self.t.evict_capacity = len(evict_ring)
-            self.t.evict_head = counters["evict_head"]
-            self.t.evict_tail = counters["evict_tail"]
+            self.t.evict_capacity = s.ring_capacity
+            self.t.evict_head, self.t.evict_tail = s.ring_head, s.ring_tail
             self.t.evicting = counters["evicting"]
-
-    @staticmethod
-    def _check_free_list(records, intp_t used, int64_t head):
-        """The free list threaded through dead records (orig_pkts: next, 0xffffffff: end)
-        names only dead records below `used`, each once: what allocation will trust."""
-        status, link = records["status"], records["orig_pkts"]
-        cdef intp_t steps = 0, rid = head
-        while rid >= 0:
-            if rid >= used or status[rid] & S_ALIVE or steps > used:
-                raise ValueError("the free list names a live, unused or repeated record")
-            steps += 1
-            rid = -1 if link[rid] == 0xffffffff else <intp_t>link[rid]
 
     def set_clock_limit(self, int64_t limit):
         """The latest time (ns) a full table may expire connections by, before it grows or

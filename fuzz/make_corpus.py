@@ -1,11 +1,12 @@
 """Writes the fuzzers' seed corpus from fasttcp's own generated traffic (reproducibly).
 
-    python fuzz/make_corpus.py            # writes fuzz/corpus/capture and fuzz/corpus/batch
+    python fuzz/make_corpus.py            # writes fuzz/corpus/{capture,batch,snapshot}
 
 Captures: small synthetic pcaps (microsecond and nanosecond, plain and gzip), the same packets
 as pcapng, and a truncated one; and field inputs (FIELDS, then what fuzz_capture.build reads)
 at the edges of timestamp resolutions and offsets, interface counts and option bytes. Batches:
-byte strings the batch harness reads as dtypes, lengths and values.
+byte strings the batch harness reads as dtypes, lengths and values. Snapshots: byte strings
+the snapshot harness reads as mutations.
 """
 import gzip
 import os
@@ -69,8 +70,9 @@ def main() -> int:
 
     captures = os.path.join(HERE, "corpus", "capture")
     batches = os.path.join(HERE, "corpus", "batch")
-    os.makedirs(captures, exist_ok=True)
-    os.makedirs(batches, exist_ok=True)
+    snapshots = os.path.join(HERE, "corpus", "snapshot")
+    for directory in (captures, batches, snapshots):
+        os.makedirs(directory, exist_ok=True)
     for kind in ("normal", "reset", "scan", "syn_flood", "simultaneous_close", "midstream"):
         path = os.path.join(captures, f"{kind}.pcap")
         write_pcap(path, generate(2, seed=1, mix={kind: 1.0}))
@@ -86,6 +88,9 @@ def main() -> int:
     for i in range(4):
         with open(os.path.join(batches, f"random-{i}"), "wb") as f:
             f.write(rng.integers(0, 256, 64 * (i + 1), dtype=np.uint8).tobytes())
+    for i in range(4):          # mutation choices for the valid snapshot fuzz_snapshot.py makes
+        with open(os.path.join(snapshots, f"random-{i}"), "wb") as f:
+            f.write(rng.integers(0, 256, 32 * (i + 1), dtype=np.uint8).tobytes())
     return 0
 
 

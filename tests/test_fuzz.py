@@ -13,7 +13,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 FUZZ = ROOT / "fuzz"
 FINDINGS = Path(__file__).resolve().parent / "data" / "fuzz"
-HARNESSES = {"capture": "fuzz_capture.py", "batch": "fuzz_batch.py"}
+HARNESSES = {"capture": "fuzz_capture.py", "batch": "fuzz_batch.py",
+             "snapshot": "fuzz_snapshot.py"}
 
 atheris = pytest.importorskip("atheris", reason="the fuzzers need atheris (test extras)")
 

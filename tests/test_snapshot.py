@@ -1,6 +1,9 @@
 """Snapshots: saved and loaded back identically (the tracker goes on as the original would),
 written atomically, and refused with a clear error when truncated or damaged."""
 import os
+import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -120,6 +123,63 @@ def test_writing_is_atomic(tmp_path, monkeypatch):
         t.save(path)
     assert path.read_bytes() == good                     # the old snapshot is intact
     assert os.listdir(tmp_path) == ["t.snap"]            # and no temporary file is left
+
+
+# A save stopped mid-write: the temporary is written and locked, not yet renamed.
+STOPPED_WRITER = """
+import os, sys, time
+import numpy as np
+import fasttcp
+t = fasttcp.Tracker(capacity=64)
+t.update(np.array([0]), np.array([1], dtype=np.uint32), np.array([1]),
+         np.array([2], dtype=np.uint32), np.array([2]), np.array([0x02]))
+def stop(fd):
+    print("writing", flush=True)
+    time.sleep(600)
+os.fsync = stop
+t.save(sys.argv[1])
+"""
+
+
+def writer_stopped_mid_save(path):
+    proc = subprocess.Popen([sys.executable, "-c", STOPPED_WRITER, str(path)],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline() == "writing\n"
+    return proc
+
+
+def kill(proc):
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    proc.stdout.close()
+
+
+def temporaries(directory):
+    return sorted(p.name for p in directory.iterdir() if "fasttcp-snapshot" in p.name)
+
+
+def test_saves_remove_what_killed_saves_left(tmp_path):
+    """kill -9 during save left its temporary for good; the next save to the same path
+    removes those of dead writers, and only those: not a running writer's, not another
+    target's."""
+    path, other = tmp_path / "t.snap", tmp_path / "other.snap"
+    running = writer_stopped_mid_save(path)
+    try:
+        for target in (path, other):
+            kill(writer_stopped_mid_save(target))
+        assert len(temporaries(tmp_path)) == 3
+        t = fasttcp.Tracker()
+        t.update(traffic(20, seed=1))
+        t.save(path)
+        left = temporaries(tmp_path)
+        assert len(left) == 2 and any(f"-{running.pid}-" in name for name in left)
+        assert any(name.startswith(".other.snap.") for name in left)
+    finally:
+        kill(running)
+    t.save(path)
+    assert [name[:12] for name in temporaries(tmp_path)] == [".other.snap."]
+    same(t, fasttcp.Tracker.load(path))
+    t.close()
 
 
 @pytest.fixture(scope="module")
