@@ -6,7 +6,9 @@
     fasttcp bench [--connections N] [--events N] [--repeats N] [--json]
 
 Output goes to stdout, diagnostics to stderr; exit status 0 on success, 1 on a runtime error
-(an unreadable capture, a missing optional package), 2 on a usage error.
+(an unreadable capture, a missing optional package), 2 on a usage error, 130 / 143 when
+interrupted by SIGINT / SIGTERM (the command's entry point, ``_fasttcp_launcher``, handles
+those). Output files appear whole or not at all (``fasttcp._atomic``).
 """
 from __future__ import annotations
 
@@ -234,7 +236,8 @@ def _generate(args: argparse.Namespace) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Runs the command line; returns the exit status."""
+    """Runs the command line; returns the exit status. KeyboardInterrupt propagates (after
+    the clean-up of partial outputs): ``_fasttcp_launcher.main`` turns it into 130 / 143."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -260,9 +263,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except MemoryError:
         print("fasttcp: not enough memory for this input", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("fasttcp: interrupted", file=sys.stderr)
-        return 130
     return 0
 
 

@@ -24,6 +24,7 @@ one row per TCP segment is shuffled by the same hash, each partition sorted and 
 from __future__ import annotations
 
 import operator
+from contextlib import ExitStack
 from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
@@ -35,6 +36,7 @@ try:
 except ImportError:                                          # pragma: no cover
     raise ImportError("fasttcp.dask needs dask: pip install 'fasttcp[dask]'") from None
 
+from fasttcp._atomic import atomic_output
 from fasttcp.capture import SKIP_REASONS, CaptureStats, open_capture
 from fasttcp.flows import FLOW_DTYPE, to_pandas
 from fasttcp.tracker import EVENT_DTYPE, SEGMENT6_DTYPE, SEGMENT_DTYPE, Tracker, addresses
@@ -330,19 +332,24 @@ def capture_totals(stats: Sequence[CaptureStats]) -> dict[str, Any]:
 def analyze(paths: Sequence[str], model: str = "rfc793", flows_path: Optional[str] = None,
             partitions: Optional[int] = None, strict: bool = True) -> Any:
     """`fasttcp.analyze.analyze` on Dask, with the current client (``distributed.Client``):
-    the same Analysis, flow records written as a Parquet dataset (a directory) if asked."""
+    the same Analysis, flow records written as a Parquet dataset (a directory) if asked,
+    whole or not at all: an existing non-empty directory there is an error."""
     import time
 
     from fasttcp.analyze import Analysis
 
     started = time.perf_counter()
     partitions = partitions or max(2, len(paths))
-    read = dask.persist(*_reads(paths, partitions, strict))      # each file is read once
-    frame = _frame(list(read), partitions, model, None).persist()
-    if flows_path:
-        frame.to_parquet(flows_path)
-    columns = frame[["conn_state", "state", "ended"]].compute()
-    stats = dask.compute(*[dask.delayed(operator.getitem)(r, "stats") for r in read])
+    with ExitStack() as outputs:
+        # made first, so a directory in the way is reported before any work
+        temporary = (outputs.enter_context(atomic_output(flows_path, directory=True))
+                     if flows_path else None)
+        read = dask.persist(*_reads(paths, partitions, strict))      # each file is read once
+        frame = _frame(list(read), partitions, model, None).persist()
+        if temporary:
+            frame.to_parquet(temporary)
+        columns = frame[["conn_state", "state", "ended"]].compute()
+        stats = dask.compute(*[dask.delayed(operator.getitem)(r, "stats") for r in read])
     figures = summary(columns)
     totals = capture_totals(stats)
     states = Tracker(model).model.states

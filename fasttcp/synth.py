@@ -57,6 +57,7 @@ from typing import BinaryIO, Callable, Iterable, Iterator, Mapping, NamedTuple, 
 
 import numpy as np
 
+from fasttcp._atomic import atomic_output
 from fasttcp.models import ACK, FIN, PSH, RST, SYN, URG
 from fasttcp.tracker import SEGMENT_DTYPE
 
@@ -649,7 +650,8 @@ def write_pcap(path: Union[str, os.PathLike], batches: Iterable[np.ndarray],
     ----------
     path : str or path-like
         Compressed with gzip (level 1) if it ends in ``.gz``, reproducibly: no name or time
-        is stored.
+        is stored. The file appears there only once every batch is written (an error or an
+        interruption leaves none, and an older file there as it was).
     batches : iterable of ndarray (n,) of SEGMENT_DTYPE
         Written in the order given.
     nanosecond : bool
@@ -666,7 +668,7 @@ def write_pcap(path: Union[str, os.PathLike], batches: Iterable[np.ndarray],
     (20, True)
     """
     magic = 0xA1B23C4D if nanosecond else 0xA1B2C3D4
-    with _open(os.fspath(path)) as fh:
+    with atomic_output(path) as temporary, _open(temporary) as fh:
         fh.write(struct.pack("<IHHiIII", magic, 2, 4, 0, 0, SNAPLEN, 1))
         written = 0
         for batch in batches:

@@ -1,0 +1,168 @@
+"""The fasttcp command under interruption and hostile arguments, as a shell user meets them:
+the installed ``fasttcp`` script in a subprocess, real signals, real files."""
+import csv
+import gzip
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import fasttcp
+from fasttcp._atomic import PARTIAL_MARK, atomic_output
+from fasttcp.sample import SAMPLE_CAPTURE
+
+FASTTCP = shutil.which("fasttcp", path=os.path.dirname(sys.executable))
+pytestmark = pytest.mark.skipif(FASTTCP is None, reason="the fasttcp script is not installed")
+STATUS = {signal.SIGINT: (130, "fasttcp: interrupted\n"),
+          signal.SIGTERM: (143, "fasttcp: terminated\n")}
+# a bound on every wait, generous: a run here takes seconds
+PATIENCE = 120.0
+
+
+def run(*args, cwd):
+    return subprocess.run([FASTTCP, *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=PATIENCE)
+
+
+def partials(folder):
+    return [name for name in os.listdir(folder) if PARTIAL_MARK in name]
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory):
+    """A capture whose analysis takes a second or more: 2.5 M packets, gzip-compressed."""
+    where = tmp_path_factory.mktemp("big")
+    proc = run("generate", "big.pcap.gz", "--connections", "200000", cwd=where)
+    assert proc.returncode == 0, proc.stderr
+    return str(where / "big.pcap.gz")
+
+
+def interrupt_once_writing(args, folder, signum, attempts=5):
+    """Runs ``fasttcp ARGS`` in `folder` and sends `signum` as soon as its temporary output
+    appears; retried (a bounded number of times) when the run ends before that. Returns the
+    finished process of the first run the signal reached."""
+    for _ in range(attempts):
+        proc = subprocess.Popen([FASTTCP, *args], cwd=folder, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + PATIENCE
+        sent = False
+        while proc.poll() is None and time.monotonic() < deadline:
+            if partials(folder):
+                proc.send_signal(signum)
+                sent = True
+                break
+            time.sleep(0.002)
+        proc.stdout_text, proc.stderr_text = proc.communicate(timeout=PATIENCE)
+        if sent:
+            return proc
+        # too quick to catch: only a complete run may have finished
+        assert proc.returncode == 0, proc.stderr_text
+    pytest.fail(f"no run of {args} lasted long enough to be interrupted in {attempts} tries")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("existing", [False, True])
+def test_interrupted_analyze_leaves_no_flows_file(big, tmp_path, signum, existing):
+    out = tmp_path / "out.csv"
+    if existing:
+        out.write_text("an older run's flows\n")
+    proc = interrupt_once_writing(["analyze", big, "--flows", str(out)], tmp_path, signum)
+    status, message = STATUS[signum]
+    assert proc.returncode == status, proc.stderr_text
+    assert proc.stderr_text == message and proc.stdout_text == ""
+    assert partials(tmp_path) == []
+    if existing:
+        assert out.read_text() == "an older run's flows\n"
+    else:
+        assert not out.exists()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_generate_leaves_no_capture(tmp_path, signum):
+    out = tmp_path / "huge.pcap"
+    proc = interrupt_once_writing(["generate", str(out), "--connections", "3000000"],
+                                  tmp_path, signum)
+    assert (proc.returncode, proc.stderr_text) == STATUS[signum]
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_failed_run_leaves_no_flows_file(tmp_path):
+    """A capture that turns out damaged after another was read: exit 1, no partial flows."""
+    good, cut = tmp_path / "good.pcap", tmp_path / "cut.pcap"
+    with gzip.open(SAMPLE_CAPTURE, "rb") as f:
+        data = f.read()
+    good.write_bytes(data)
+    cut.write_bytes(data[:5000])
+    out = tmp_path / "flows.csv"
+    proc = run("analyze", str(good), str(cut), "--flows", str(out), cwd=tmp_path)
+    assert proc.returncode == 1 and "truncated capture" in proc.stderr
+    assert not out.exists() and partials(tmp_path) == []
+    out.write_text("kept\n")
+    proc = run("analyze", str(good), str(cut), "--flows", str(out), cwd=tmp_path)
+    assert proc.returncode == 1 and out.read_text() == "kept\n" and partials(tmp_path) == []
+    proc = run("analyze", str(good), "--flows", str(out), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    with out.open() as f:
+        assert len(list(csv.DictReader(f))) == 389     # the sample's connections
+    assert partials(tmp_path) == []
+
+
+def _mapped(pid):
+    try:
+        with open(f"/proc/{pid}/maps") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="needs Linux's /proc")
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_during_start_up_is_quiet(tmp_path, signum):
+    """The signal is sent once numpy's core is loaded and before fasttcp's compiled modules
+    are: in the middle of the imports, where a Ctrl-C used to print a traceback."""
+    for _ in range(20):
+        proc = subprocess.Popen([FASTTCP, "analyze"], cwd=tmp_path, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        sent = False
+        deadline = time.monotonic() + PATIENCE
+        while proc.poll() is None and time.monotonic() < deadline:
+            maps = _mapped(proc.pid)
+            if "_multiarray_umath" in maps:
+                if "/fasttcp/_" not in maps:
+                    proc.send_signal(signum)
+                    sent = True
+                break
+        out, err = proc.communicate(timeout=PATIENCE)
+        if sent:
+            break
+    else:
+        pytest.fail("never caught the command between numpy's imports and fasttcp's")
+    assert (proc.returncode, err) == STATUS[signum] and out == ""
+
+
+def test_atomic_output_replaces_only_on_success(tmp_path):
+    target = tmp_path / "out.txt"
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_output(target) as temporary:
+            with open(temporary, "w") as f:
+                f.write("half")
+            raise RuntimeError("writer failed")
+    assert target.read_text() == "old" and os.listdir(tmp_path) == ["out.txt"]
+    with atomic_output(target) as temporary:
+        assert temporary.endswith(".txt") and os.path.dirname(temporary) == str(tmp_path)
+        with open(temporary, "w") as f:
+            f.write("new")
+    assert target.read_text() == "new" and os.listdir(tmp_path) == ["out.txt"]
+    with pytest.raises(FileNotFoundError, match="missing"):
+        with atomic_output(tmp_path / "missing" / "out.txt"):
+            pass
+    (tmp_path / "dir.csv").mkdir()
+    with pytest.raises(IsADirectoryError, match="dir.csv"):
+        with atomic_output(tmp_path / "dir.csv"):
+            pass
