@@ -26,7 +26,7 @@ from fasttcp.capture import CaptureError
 from fasttcp.flows import CONN_STATE_MEANINGS
 from fasttcp.models import MODELS
 from fasttcp.sample import SAMPLE_CAPTURE
-from fasttcp.synth import KINDS, generate, write_pcap
+from fasttcp.synth import DEFAULT_START, KINDS, PCAP_TS_END, generate, write_pcap
 
 
 class UsageError(Exception):
@@ -137,9 +137,6 @@ def analysis_report(result: Analysis) -> str:
              + (f" (skipped: {skipped})" if skipped else ""),
              f"{result.flows:,} connections ({result.connections:,} live at the end), "
              f"model {result.model}, {result.seconds:.2f} s ({rate:.2f} M packets/s)"]
-    for stats in result.captures:
-        if stats.error:
-            lines.append(f"warning: {stats.error}; {stats.unread_bytes:,} bytes not read")
     live = sorted(((state, n) for state, n in result.histogram.items() if n),
                   key=lambda row: (-row[1], row[0]))
     lines += ["", _table(live, ("state (live connections)", "count")) if live
@@ -152,8 +149,10 @@ def analysis_report(result: Analysis) -> str:
 
 
 def _analyze(args: argparse.Namespace) -> str:
-    if args.flows and not args.flows.endswith(FLOW_FORMATS):
+    if args.flows is not None and not args.flows.endswith(FLOW_FORMATS):
         raise UsageError(f"--flows: write to a file ending in {' or '.join(FLOW_FORMATS)}")
+    if args.plot is not None and not args.plot:
+        raise UsageError("--plot: give the image's file name (for example states.png)")
     paths = args.captures or [SAMPLE_CAPTURE]
     for path in paths:
         if not os.path.isfile(path):
@@ -177,6 +176,10 @@ def _analyze(args: argparse.Namespace) -> str:
                 progress.close()
     if args.plot:
         plot_timeline(result, list(result.histogram), args.plot)
+    for stats in result.captures:
+        if stats.error:     # what --keep-going let through: a diagnostic, so on stderr
+            print(f"fasttcp: warning: {stats.error}; {stats.unread_bytes:,} bytes not read",
+                  file=sys.stderr)
     return json.dumps(result.as_dict()) if args.json else analysis_report(result)
 
 
@@ -223,9 +226,16 @@ def _generate(args: argparse.Namespace) -> str:
     started = time.perf_counter()
     try:
         batches = generate(args.connections, seed=args.seed, mix=args.mix, rate=args.rate)
+        span = args.connections / args.rate      # seconds: the mean span of the arrivals
+        if DEFAULT_START + span * 1e9 >= PCAP_TS_END:
+            raise UsageError(f"--rate {args.rate:g} is too low for {args.connections:,} "
+                             f"connections: they would arrive over "
+                             f"{span / (365.25 * 86400):.3g} years, past 2106, where "
+                             f"pcap's timestamps end")
+        # ValueError from here: the rare random overshoot of that limit
+        packets = write_pcap(args.output, batches, nanosecond=args.nanosecond)
     except ValueError as error:
         raise UsageError(str(error)) from None
-    packets = write_pcap(args.output, batches, nanosecond=args.nanosecond)
     seconds = time.perf_counter() - started
     summary = {"output": args.output, "packets": packets, "connections": args.connections,
                "seed": args.seed, "bytes": os.path.getsize(args.output), "seconds": seconds}

@@ -145,6 +145,84 @@ def test_interrupt_during_start_up_is_quiet(tmp_path, signum):
     assert (proc.returncode, err) == STATUS[signum] and out == ""
 
 
+# -- usage errors and clear exceptions ------------------------------------------------------
+
+
+@pytest.mark.parametrize("args, message", [
+    (["analyze", "--flows", ""], "--flows: write to a file ending in .csv or .parquet"),
+    (["analyze", "--plot", ""], "--plot: give the image's file name"),
+    (["generate", "x.pcap", "--rate", "1e-300"], "would arrive past int64 nanoseconds"),
+    (["generate", "x.pcap", "--rate", "nan"], "rate must be a finite number"),
+    # past 2106, where pcap's 32-bit seconds end, though within int64 nanoseconds
+    (["generate", "x.pcap", "--rate", "1e-5", "--connections", "30000"], "past 2106"),
+])
+def test_usage_errors_are_one_line_and_write_nothing(tmp_path, args, message):
+    proc = run(*args, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.stderr.count("\n") == 2     # argparse's usage line and the error
+    assert os.listdir(tmp_path) == []
+
+
+def test_huge_mix_weights_are_relative(tmp_path):
+    """Weights near the float maximum used to overflow their sum into a traceback; they are
+    relative, so 1e308:1e308 is the same mix as 1:1 (the same seed gives the same bytes)."""
+    for name, mix in (("huge.pcap", "scan=1e308,syn_flood=1e308"),
+                      ("one.pcap", "scan=1,syn_flood=1")):
+        proc = run("generate", name, "--connections", "200", "--mix", mix, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "huge.pcap").read_bytes() == (tmp_path / "one.pcap").read_bytes()
+
+
+def test_generate_refuses_timestamps_beyond_int64():
+    from fasttcp.synth import generate
+    with pytest.raises(ValueError, match="past int64 nanoseconds"):
+        generate(10, rate=1e-300)
+    with pytest.raises(ValueError, match="past int64 nanoseconds"):
+        generate(1, start=np.iinfo(np.int64).max)
+    assert len(np.concatenate(list(generate(10, rate=1e-3)))) > 0    # 10^4 s: fine
+
+
+def test_write_pcap_refuses_timestamps_pcap_cannot_hold(tmp_path):
+    from fasttcp.synth import PCAP_TS_END, write_pcap
+    (batch,) = fasttcp.synth.generate(1, mix={"normal": 1.0}, start=PCAP_TS_END - 1)
+    out = tmp_path / "late.pcap"
+    with pytest.raises(ValueError, match="32-bit seconds of pcap"):
+        write_pcap(out, [batch])
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.fixture
+def tracker():
+    t = fasttcp.Tracker()
+    a, b = fasttcp.addresses(["192.0.2.1", "192.0.2.2"])
+    t.update(np.array([0, 1]), np.array([a, b]), np.array([1234, 80]), np.array([b, a]),
+             np.array([80, 1234]), np.array([0x02, 0x12]))
+    return t
+
+
+@pytest.mark.parametrize("port, error", [(1234.7, TypeError), (1234.0, TypeError),
+                                         (True, TypeError), (np.float64(1234), TypeError),
+                                         ("1234", TypeError), (65536, ValueError),
+                                         (-1, ValueError)])
+def test_lookup_ports_must_be_integers_in_range(tracker, port, error):
+    assert tracker.lookup("192.0.2.1", 1234, "192.0.2.2", 80) is not None
+    assert tracker.lookup("192.0.2.1", np.uint16(1234), "192.0.2.2", 80) is not None
+    with pytest.raises(error, match="sport"):
+        tracker.lookup("192.0.2.1", port, "192.0.2.2", 80)
+    with pytest.raises(error, match="dport"):
+        tracker.lookup("192.0.2.1", 1234, "192.0.2.2", port)
+
+
+@pytest.mark.parametrize("ports, error", [([1234.7], TypeError), ([True], TypeError),
+                                          ([65536], ValueError), ([-1], ValueError)])
+def test_lookup_many_ports_must_be_integers_in_range(tracker, ports, error):
+    a, b = fasttcp.addresses(["192.0.2.1", "192.0.2.2"])
+    assert tracker.lookup_many([a], [1234], [b], [80]).conn[0] >= 0
+    with pytest.raises(error, match="sport"):
+        tracker.lookup_many([a], ports, [b], [80])
+
+
 def test_atomic_output_replaces_only_on_success(tmp_path):
     target = tmp_path / "out.txt"
     target.write_text("old")
