@@ -42,17 +42,28 @@ def big(tmp_path_factory):
     return str(where / "big.pcap.gz")
 
 
-def interrupt_once_writing(args, folder, signum, attempts=5):
+def written(folder):
+    """Bytes in the temporary outputs in `folder`, or -1 while there is none."""
+    sizes = []
+    for name in partials(folder):
+        try:
+            sizes.append(os.path.getsize(os.path.join(folder, name)))
+        except OSError:     # renamed or removed meanwhile
+            pass
+    return sum(sizes) if sizes else -1
+
+
+def interrupt_once_writing(args, folder, signum, after_bytes=0, attempts=5):
     """Runs ``fasttcp ARGS`` in `folder` and sends `signum` as soon as its temporary output
-    appears; retried (a bounded number of times) when the run ends before that. Returns the
-    finished process of the first run the signal reached."""
+    holds `after_bytes` (0: as soon as it appears); retried a bounded number of times when the
+    run ends before that. Returns the finished process of the first run the signal reached."""
     for _ in range(attempts):
         proc = subprocess.Popen([FASTTCP, *args], cwd=folder, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + PATIENCE
         sent = False
         while proc.poll() is None and time.monotonic() < deadline:
-            if partials(folder):
+            if written(folder) >= after_bytes:
                 proc.send_signal(signum)
                 sent = True
                 break
@@ -67,11 +78,15 @@ def interrupt_once_writing(args, folder, signum, attempts=5):
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 @pytest.mark.parametrize("existing", [False, True])
-def test_interrupted_analyze_leaves_no_flows_file(big, tmp_path, signum, existing):
+@pytest.mark.parametrize("after_bytes", [0, 1], ids=["reading", "writing"])
+def test_interrupted_analyze_leaves_no_flows_file(big, tmp_path, signum, existing, after_bytes):
+    """Interrupted once the flows' temporary is made (the capture is being read), or once rows
+    reach it (about the last half of this run)."""
     out = tmp_path / "out.csv"
     if existing:
         out.write_text("an older run's flows\n")
-    proc = interrupt_once_writing(["analyze", big, "--flows", str(out)], tmp_path, signum)
+    proc = interrupt_once_writing(["analyze", big, "--flows", str(out)], tmp_path, signum,
+                                  after_bytes)
     status, message = STATUS[signum]
     assert proc.returncode == status, proc.stderr_text
     assert proc.stderr_text == message and proc.stdout_text == ""
@@ -86,7 +101,7 @@ def test_interrupted_analyze_leaves_no_flows_file(big, tmp_path, signum, existin
 def test_interrupted_generate_leaves_no_capture(tmp_path, signum):
     out = tmp_path / "huge.pcap"
     proc = interrupt_once_writing(["generate", str(out), "--connections", "3000000"],
-                                  tmp_path, signum)
+                                  tmp_path, signum, after_bytes=1)
     assert (proc.returncode, proc.stderr_text) == STATUS[signum]
     assert os.listdir(tmp_path) == []
 
