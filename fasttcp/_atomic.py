@@ -15,8 +15,9 @@ from typing import Iterator, Union
 
 __all__ = ["atomic_output", "PARTIAL_MARK"]
 
-#: Part of every temporary's name: ``.OUT.partial-<random><OUT's extension>``.
-PARTIAL_MARK = ".partial-"
+#: Part of every temporary's name: ``.OUT-partial-<random><OUT's extension>`` (no dot before
+#: the mark, so a target without an extension gets a temporary without one).
+PARTIAL_MARK = "-partial-"
 # a long target name is cut so the temporary's name stays within NAME_MAX (255 bytes)
 _NAME_ROOM = 200
 

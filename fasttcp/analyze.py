@@ -192,7 +192,9 @@ def plot_timeline(analysis: Analysis, states: Sequence[str], path: str, top: int
     figure.tight_layout()
     try:
         with atomic_output(path) as temporary:
-            figure.savefig(temporary)
+            # named, the format is not taken from the temporary's name (nor added to it)
+            extension = os.path.splitext(path)[1][1:].lower()
+            figure.savefig(temporary, format=extension or matplotlib.rcParams["savefig.format"])
     finally:
         plt.close(figure)
 

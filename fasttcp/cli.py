@@ -160,6 +160,7 @@ def _analyze(args: argparse.Namespace) -> str:
                                     else f"{path}: not a file")
     if args.plot:   # fail before reading, not after it
         _require("matplotlib", "--plot", "plot")
+        _check_image_format(args.plot)
     if args.flows and args.flows.endswith(".parquet"):
         _require("pandas", "--flows *.parquet", "pandas")
         _require("pyarrow", "--flows *.parquet", "pandas")
@@ -211,6 +212,16 @@ def _require(module: str, option: str, extra: str) -> None:
         __import__(module)
     except ImportError:
         raise ImportError(f"{option} needs {module}: pip install 'fasttcp[{extra}]'") from None
+
+
+def _check_image_format(path: str) -> None:
+    """matplotlib picks the format by the extension (none: PNG), and refuses others."""
+    from matplotlib.backend_bases import FigureCanvasBase
+    extension = os.path.splitext(path)[1][1:].lower()
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if extension and extension not in formats:
+        raise UsageError(f"--plot: images are written as {', '.join(sorted(formats))}; "
+                         f"not {extension!r}")
 
 
 def _progress_bar(total: int):

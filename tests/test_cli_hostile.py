@@ -166,6 +166,7 @@ def test_interrupt_during_start_up_is_quiet(tmp_path, signum):
 @pytest.mark.parametrize("args, message", [
     (["analyze", "--flows", ""], "--flows: write to a file ending in .csv or .parquet"),
     (["analyze", "--plot", ""], "--plot: give the image's file name"),
+    (["analyze", "--plot", "out.xyz"], "--plot: images are written as "),
     (["generate", "x.pcap", "--rate", "1e-300"], "would arrive past int64 nanoseconds"),
     (["generate", "x.pcap", "--rate", "nan"], "rate must be a finite number"),
     # past 2106, where pcap's 32-bit seconds end, though within int64 nanoseconds
@@ -177,6 +178,14 @@ def test_usage_errors_are_one_line_and_write_nothing(tmp_path, args, message):
     assert message in proc.stderr and "Traceback" not in proc.stderr
     assert proc.stderr.count("\n") == 2     # argparse's usage line and the error
     assert os.listdir(tmp_path) == []
+
+
+def test_a_plot_without_an_extension_is_a_png(tmp_path):
+    """matplotlib picks the format by the name: the temporary must not add an extension."""
+    proc = run("analyze", "--plot", "states", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "states").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert os.listdir(tmp_path) == ["states"]
 
 
 def test_huge_mix_weights_are_relative(tmp_path):
@@ -252,6 +261,8 @@ def test_atomic_output_replaces_only_on_success(tmp_path):
         with open(temporary, "w") as f:
             f.write("new")
     assert target.read_text() == "new" and os.listdir(tmp_path) == ["out.txt"]
+    with atomic_output(tmp_path / "no_extension") as temporary:
+        assert os.path.splitext(temporary)[1] == ""    # what writers choose formats by
     with pytest.raises(FileNotFoundError, match="missing"):
         with atomic_output(tmp_path / "missing" / "out.txt"):
             pass
