@@ -55,8 +55,9 @@ EVENT_COLUMNS = {
     "sport": "sender port",
     "dst": "receiver address, as src",
     "dport": "receiver port",
-    "flags": "TCP flags: the flags byte as an integer, text in hex as tshark writes it "
-             "('0x0012'; of its 12 bits the low 8 are used), or tcpdump's letters ('S.')",
+    "flags": "TCP flags: the flags byte as an integer or decimal text, text in hex as "
+             "tshark writes it ('0x0012'; of its 12 bits the low 8 are used), or tcpdump's "
+             "letters ('S.', or 'none')",
     "length": "TCP payload bytes (optional; 0 when absent)",
     "seq, ack, window, wscale": "sequence and acknowledgement numbers, raw window, a SYN's "
                                 "window-scale option (optional; with the first three the "
