@@ -1,5 +1,5 @@
 import sys
 
-from fasttcp.cli import main
+from _fasttcp_launcher import main
 
 sys.exit(main())

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import os
 import time
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
+from fasttcp._atomic import atomic_output
 from fasttcp.capture import SKIP_REASONS, CaptureStats, open_capture
 from fasttcp.flows import CONN_STATES, to_csv, to_parquet
 from fasttcp.tracker import Tracker
@@ -56,15 +58,19 @@ class Analysis:
 
 
 class _FlowSink:
-    """Counts flow rows by conn_state and writes them, if asked, as they come."""
+    """Counts flow rows by conn_state and writes them, if asked: CSV rows as they come, to a
+    temporary that `outputs` renames into place when it closes without an exception."""
 
-    def __init__(self, path: Optional[str], analysis: Analysis, states: Sequence[str]):
+    def __init__(self, path: Optional[str], analysis: Analysis, states: Sequence[str],
+                 outputs: ExitStack):
         self.path = path
         self.analysis = analysis
         self.states = states
         self.parts: list[np.ndarray] = []
-        self.csv = open(path, "w", newline="") if path and path.endswith(".csv") else None
-        if self.csv is not None:
+        self.csv = None
+        if path and path.endswith(".csv"):
+            self.csv = outputs.enter_context(
+                open(outputs.enter_context(atomic_output(path)), "w", newline=""))
             to_csv([], self.csv, states)
 
     def add(self, flows: np.ndarray) -> None:
@@ -79,10 +85,8 @@ class _FlowSink:
         elif self.path:
             self.parts.append(flows)
 
-    def close(self) -> None:
-        if self.csv is not None:
-            self.csv.close()
-        elif self.path:
+    def finish(self) -> None:
+        if self.csv is None and self.path:
             to_parquet(self.parts, self.path, self.states)
 
 
@@ -100,7 +104,8 @@ def analyze(paths: Sequence[str], model: str = "rfc793", flows_path: Optional[st
         The state model, "rfc793" or "conntrack".
     flows_path : str, optional
         Write flow records there: CSV (``.csv``), or Parquet (``.parquet``, with pandas and
-        pyarrow installed).
+        pyarrow installed). The file appears only when every record is written; an error or
+        an interruption leaves none (and an older file there as it was).
     plot : bool
         Sample the state histogram every few thousand segments into ``timeline``.
     strict : bool
@@ -122,8 +127,8 @@ def analyze(paths: Sequence[str], model: str = "rfc793", flows_path: Optional[st
     # room for a quarter of a million connections before the first resize: 20 MB
     tracker = Tracker(model, capacity=1 << 18, max_capacity=1 << 28, flows=True)
     analysis = Analysis(model=tracker.model.name, captures=[])
-    sink = _FlowSink(flows_path, analysis, tracker.model.states)
-    try:
+    with ExitStack() as outputs:
+        sink = _FlowSink(flows_path, analysis, tracker.model.states, outputs)
         for path in paths:
             with open_capture(path, strict=strict) as capture:
                 analysis.captures.append(capture.stats)
@@ -139,8 +144,7 @@ def analyze(paths: Sequence[str], model: str = "rfc793", flows_path: Optional[st
         for family in (4, 6):
             sink.add(tracker.pop_flows(family))
             sink.add(tracker.live_flows(family))
-    finally:
-        sink.close()
+        sink.finish()
     for stats in analysis.captures:
         analysis.packets += stats.packets
         analysis.segments += stats.segments
@@ -186,6 +190,11 @@ def plot_timeline(analysis: Analysis, states: Sequence[str], path: str, top: int
     axes.set_ylabel("live connections")
     axes.set_title(f"connections per {analysis.model} state")
     figure.tight_layout()
-    figure.savefig(path)
-    plt.close(figure)
+    try:
+        with atomic_output(path) as temporary:
+            # named, the format is not taken from the temporary's name (nor added to it)
+            extension = os.path.splitext(path)[1][1:].lower()
+            figure.savefig(temporary, format=extension or matplotlib.rcParams["savefig.format"])
+    finally:
+        plt.close(figure)
 

@@ -6,7 +6,9 @@
     fasttcp bench [--connections N] [--events N] [--repeats N] [--json]
 
 Output goes to stdout, diagnostics to stderr; exit status 0 on success, 1 on a runtime error
-(an unreadable capture, a missing optional package), 2 on a usage error.
+(an unreadable capture, a missing optional package), 2 on a usage error, 130 / 143 when
+interrupted by SIGINT / SIGTERM (the command's entry point, ``_fasttcp_launcher``, handles
+those). Output files appear whole or not at all (``fasttcp._atomic``).
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ from fasttcp.capture import CaptureError
 from fasttcp.flows import CONN_STATE_MEANINGS
 from fasttcp.models import MODELS
 from fasttcp.sample import SAMPLE_CAPTURE
-from fasttcp.synth import KINDS, generate, write_pcap
+from fasttcp.synth import DEFAULT_START, KINDS, PCAP_TS_END, generate, write_pcap
 
 
 class UsageError(Exception):
@@ -135,9 +137,6 @@ def analysis_report(result: Analysis) -> str:
              + (f" (skipped: {skipped})" if skipped else ""),
              f"{result.flows:,} connections ({result.connections:,} live at the end), "
              f"model {result.model}, {result.seconds:.2f} s ({rate:.2f} M packets/s)"]
-    for stats in result.captures:
-        if stats.error:
-            lines.append(f"warning: {stats.error}; {stats.unread_bytes:,} bytes not read")
     live = sorted(((state, n) for state, n in result.histogram.items() if n),
                   key=lambda row: (-row[1], row[0]))
     lines += ["", _table(live, ("state (live connections)", "count")) if live
@@ -150,8 +149,10 @@ def analysis_report(result: Analysis) -> str:
 
 
 def _analyze(args: argparse.Namespace) -> str:
-    if args.flows and not args.flows.endswith(FLOW_FORMATS):
+    if args.flows is not None and not args.flows.endswith(FLOW_FORMATS):
         raise UsageError(f"--flows: write to a file ending in {' or '.join(FLOW_FORMATS)}")
+    if args.plot is not None and not args.plot:
+        raise UsageError("--plot: give the image's file name (for example states.png)")
     paths = args.captures or [SAMPLE_CAPTURE]
     for path in paths:
         if not os.path.isfile(path):
@@ -159,6 +160,7 @@ def _analyze(args: argparse.Namespace) -> str:
                                     else f"{path}: not a file")
     if args.plot:   # fail before reading, not after it
         _require("matplotlib", "--plot", "plot")
+        _check_image_format(args.plot)
     if args.flows and args.flows.endswith(".parquet"):
         _require("pandas", "--flows *.parquet", "pandas")
         _require("pyarrow", "--flows *.parquet", "pandas")
@@ -175,6 +177,10 @@ def _analyze(args: argparse.Namespace) -> str:
                 progress.close()
     if args.plot:
         plot_timeline(result, list(result.histogram), args.plot)
+    for stats in result.captures:
+        if stats.error:     # what --keep-going let through: a diagnostic, so on stderr
+            print(f"fasttcp: warning: {stats.error}; {stats.unread_bytes:,} bytes not read",
+                  file=sys.stderr)
     return json.dumps(result.as_dict()) if args.json else analysis_report(result)
 
 
@@ -208,6 +214,16 @@ def _require(module: str, option: str, extra: str) -> None:
         raise ImportError(f"{option} needs {module}: pip install 'fasttcp[{extra}]'") from None
 
 
+def _check_image_format(path: str) -> None:
+    """matplotlib picks the format by the extension (none: PNG), and refuses others."""
+    from matplotlib.backend_bases import FigureCanvasBase
+    extension = os.path.splitext(path)[1][1:].lower()
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if extension and extension not in formats:
+        raise UsageError(f"--plot: images are written as {', '.join(sorted(formats))}; "
+                         f"not {extension!r}")
+
+
 def _progress_bar(total: int):
     """A byte progress bar on stderr, only when it is a terminal."""
     if not sys.stderr.isatty():
@@ -221,9 +237,16 @@ def _generate(args: argparse.Namespace) -> str:
     started = time.perf_counter()
     try:
         batches = generate(args.connections, seed=args.seed, mix=args.mix, rate=args.rate)
+        span = args.connections / args.rate      # seconds: the mean span of the arrivals
+        if DEFAULT_START + span * 1e9 >= PCAP_TS_END:
+            raise UsageError(f"--rate {args.rate:g} is too low for {args.connections:,} "
+                             f"connections: they would arrive over "
+                             f"{span / (365.25 * 86400):.3g} years, past 2106, where "
+                             f"pcap's timestamps end")
+        # ValueError from here: the rare random overshoot of that limit
+        packets = write_pcap(args.output, batches, nanosecond=args.nanosecond)
     except ValueError as error:
         raise UsageError(str(error)) from None
-    packets = write_pcap(args.output, batches, nanosecond=args.nanosecond)
     seconds = time.perf_counter() - started
     summary = {"output": args.output, "packets": packets, "connections": args.connections,
                "seed": args.seed, "bytes": os.path.getsize(args.output), "seconds": seconds}
@@ -234,7 +257,8 @@ def _generate(args: argparse.Namespace) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Runs the command line; returns the exit status."""
+    """Runs the command line; returns the exit status. KeyboardInterrupt propagates (after
+    the clean-up of partial outputs): ``_fasttcp_launcher.main`` turns it into 130 / 143."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -260,9 +284,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except MemoryError:
         print("fasttcp: not enough memory for this input", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("fasttcp: interrupted", file=sys.stderr)
-        return 130
     return 0
 
 

@@ -24,6 +24,7 @@ one row per TCP segment is shuffled by the same hash, each partition sorted and 
 from __future__ import annotations
 
 import operator
+from contextlib import ExitStack
 from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
@@ -35,30 +36,40 @@ try:
 except ImportError:                                          # pragma: no cover
     raise ImportError("fasttcp.dask needs dask: pip install 'fasttcp[dask]'") from None
 
+from fasttcp._atomic import atomic_output
 from fasttcp.capture import SKIP_REASONS, CaptureStats, open_capture
 from fasttcp.flows import FLOW_DTYPE, to_pandas
-from fasttcp.tracker import EVENT_DTYPE, SEGMENT6_DTYPE, SEGMENT_DTYPE, Tracker, addresses
+from fasttcp.tracker import (EVENT_DTYPE, SEGMENT6_DTYPE, SEGMENT_DTYPE, Tracker, _integer_column,
+                             addresses)
 
 __all__ = ["flows_from_captures", "flows_from_events", "flow_partition", "EVENT_COLUMNS",
-           "TCPDUMP_FLAGS"]
+           "TCPDUMP_FLAGS", "TS_UNITS"]
 
 #: The columns an event table needs (left: fasttcp's name, right: what it holds). Map your
 #: table's names onto these with `columns=`.
 EVENT_COLUMNS = {
-    "ts": "time of the segment: integer nanoseconds since the epoch, or datetime64",
+    "ts": "time of the segment since the epoch: integers in ts_unit (default nanoseconds), "
+          "floats in ts_unit (which must be given: 's' for tshark's epoch seconds), or "
+          "datetime64",
     "src": "sender address: IPv4 / IPv6 text, or an IPv4 integer",
     "sport": "sender port",
     "dst": "receiver address, as src",
     "dport": "receiver port",
-    "flags": "TCP flags: the flags byte as an integer, or tcpdump's letters (for example 'S.')",
+    "flags": "TCP flags: the flags byte as an integer or decimal text, text in hex as "
+             "tshark writes it ('0x0012'; of its 12 bits the low 8 are used), or tcpdump's "
+             "letters ('S.', or 'none')",
     "length": "TCP payload bytes (optional; 0 when absent)",
     "seq, ack, window, wscale": "sequence and acknowledgement numbers, raw window, a SYN's "
                                 "window-scale option (optional; with the first three the "
                                 "tracking is sequence-aware)",
 }
-#: tcpdump's flag letters ('.' is ACK, 'W' is CWR).
+#: tcpdump's flag letters ('.' is ACK, 'W' is CWR); tcpdump writes "none" for no flags.
 TCPDUMP_FLAGS = {"F": 0x01, "S": 0x02, "R": 0x04, "P": 0x08, ".": 0x10, "U": 0x20, "E": 0x40,
                  "W": 0x80}
+#: `flows_from_events`' ts_unit values, in nanoseconds.
+TS_UNITS = {"s": 10**9, "ms": 10**6, "us": 10**3, "ns": 1}
+_TSHARK_FLAG_BITS = 0xFFF       # tcp.flags: 8 flags, AE (formerly NS), 3 reserved bits
+_INTEGER_COLUMNS = ("sport", "dport", "length", "seq", "ack", "window", "wscale")
 
 _MIX = np.uint64(0x9E3779B97F4A7C15)
 _ROWS_PER_UPDATE = 1 << 16
@@ -190,31 +201,107 @@ def flows_from_captures(paths: Sequence[str], partitions: Optional[int] = None,
     return _frame(_reads(paths, partitions, strict), partitions, model, timeouts)
 
 
-def _segments_of(frame: pd.DataFrame) -> dict[int, np.ndarray]:
-    """An event-table partition as SEGMENT_DTYPE / SEGMENT6_DTYPE arrays."""
-    ts = frame["ts"]
+def _check_event_types(dtypes: Mapping[str, Any], ts_unit: Optional[str]) -> None:
+    """The table's column types, checked before any work: a wrong type names its column."""
+    if ts_unit is not None and ts_unit not in TS_UNITS:
+        raise ValueError(f"ts_unit must be one of {list(TS_UNITS)}, not {ts_unit!r}")
+    ts = dtypes["ts"]
+    if pd.api.types.is_datetime64_any_dtype(ts):
+        if ts_unit is not None:
+            raise ValueError("ts is datetime64, which carries its own unit: leave ts_unit out")
+    elif pd.api.types.is_float_dtype(ts):
+        if ts_unit is None:
+            raise ValueError(f"ts holds floats ({ts}): give their unit, ts_unit='s' for epoch "
+                             f"seconds as tshark writes them, or 'ms', 'us', 'ns'")
+    elif not _is_integer(ts):
+        raise TypeError(f"ts must be integers or floats (with ts_unit) or datetime64, not {ts}")
+    flags = dtypes["flags"]
+    if not (_is_integer(flags) or flags == object or pd.api.types.is_string_dtype(flags)):
+        raise TypeError(f"flags must be integers, or text (hex as '0x0012', or tcpdump's "
+                        f"letters as 'S.'), not {flags}")
+    for name in _INTEGER_COLUMNS:
+        if name in dtypes and not _is_integer(dtypes[name]):
+            raise TypeError(f"{name} must be integers, not {dtypes[name]} (a CSV column with "
+                            f"empty cells reads as floats)")
+
+
+def _is_integer(dtype: Any) -> bool:
+    return pd.api.types.is_integer_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype)
+
+
+def _ts_nanoseconds(ts: pd.Series, ts_unit: Optional[str]) -> np.ndarray:
+    """The ts column as int64 nanoseconds since the epoch."""
+    if ts.isna().any():
+        raise ValueError("ts has missing values")
     if pd.api.types.is_datetime64_any_dtype(ts.dtype):
-        ts = pd.to_datetime(ts, utc=True).astype("int64")
-    flags = frame["flags"]
-    if flags.dtype == object or pd.api.types.is_string_dtype(flags):
-        flags = flags.map(lambda text: sum(TCPDUMP_FLAGS[c] for c in str(text)))
-    length = frame["length"] if "length" in frame else pd.Series(0, index=frame.index)
+        return pd.to_datetime(ts, utc=True).astype("int64").to_numpy()
+    scale = TS_UNITS[ts_unit or "ns"]
+    limit = np.iinfo(np.int64).max // scale
+    if pd.api.types.is_float_dtype(ts.dtype):
+        values = ts.to_numpy(dtype=np.float64)
+        if not (np.isfinite(values).all() and (values >= 0).all() and (values <= limit).all()):
+            raise ValueError(f"ts has values that are not finite {ts_unit} in 0 .. {limit}")
+        return np.rint(values * scale).astype(np.int64)
+    values = ts.to_numpy()
+    if len(values) and (values.min() < 0 or values.max() > limit):
+        raise ValueError(f"ts has values outside 0 .. {limit} ({ts_unit or 'ns'})")
+    return values.astype(np.int64) * scale
+
+
+def _flag_byte(value: Any) -> int:
+    """One flags cell of a text column: hex ('0x0012'), decimal, or tcpdump's letters."""
+    text = str(value).strip()
+    try:
+        if text[:2].lower() == "0x":
+            number = int(text, 16)
+            if not 0 <= number <= _TSHARK_FLAG_BITS:
+                raise ValueError
+            return number & 0xFF
+        if text.isdigit():
+            number = int(text)
+            if number > 0xFF:
+                raise ValueError
+            return number
+        return 0 if text == "none" else sum(TCPDUMP_FLAGS[c] for c in text)
+    except (KeyError, ValueError):
+        raise ValueError(f"flags value {value!r} is neither a number 0..255, hex up to "
+                         f"{_TSHARK_FLAG_BITS:#x} (tshark's tcp.flags), nor tcpdump's letters "
+                         f"{''.join(TCPDUMP_FLAGS)}") from None
+
+
+def _flag_bytes(flags: pd.Series) -> np.ndarray:
+    if flags.isna().any():
+        raise ValueError("flags has missing values")
+    if _is_integer(flags.dtype):
+        return flags.to_numpy()
+    byte = {value: _flag_byte(value) for value in flags.unique()}   # each distinct text once
+    return flags.map(byte).to_numpy(dtype=np.int64)
+
+
+def _segments_of(frame: pd.DataFrame, ts_unit: Optional[str] = None) -> dict[int, np.ndarray]:
+    """An event-table partition as SEGMENT_DTYPE / SEGMENT6_DTYPE arrays, its columns checked
+    as `Tracker.update` checks its own (a bad value raises, naming the column)."""
+    n = len(frame)
+    columns = {"ts": _integer_column("ts", _ts_nanoseconds(frame["ts"], ts_unit),
+                                     np.dtype(np.int64), n),
+               "flags": _integer_column("flags", _flag_bytes(frame["flags"]),
+                                        np.dtype(np.uint8), n)}
+    for name in _INTEGER_COLUMNS:
+        if name in frame:
+            if frame[name].isna().any():
+                raise ValueError(f"{name} has missing values")
+            columns[name] = _integer_column(name, frame[name].to_numpy(),
+                                            SEGMENT_DTYPE[name], n)
     src, dst = frame["src"].astype(str), frame["dst"].astype(str)
     is6 = src.str.contains(":").to_numpy()
     out = {}
     for family, rows, dtype in ((4, ~is6, SEGMENT_DTYPE), (6, is6, SEGMENT6_DTYPE)):
         seg = np.zeros(int(rows.sum()), dtype=dtype)
-        seg["ts"] = ts.to_numpy()[rows]
         seg["src"] = addresses(src[rows].tolist()) if len(seg) else seg["src"]
         seg["dst"] = addresses(dst[rows].tolist()) if len(seg) else seg["dst"]
-        seg["sport"] = frame["sport"].to_numpy()[rows]
-        seg["dport"] = frame["dport"].to_numpy()[rows]
-        seg["flags"] = np.asarray(flags)[rows]
-        seg["length"] = np.asarray(length)[rows]
         seg["wscale"] = -1
-        for name in ("seq", "ack", "window", "wscale"):
-            if name in frame:
-                seg[name] = frame[name].to_numpy()[rows]
+        for name, column in columns.items():
+            seg[name] = column[rows]
         out[family] = seg
     return out
 
@@ -227,9 +314,9 @@ _PARSED_DTYPES = {"v6": "bool", "src_hi": "uint64", "src_lo": "uint64", "dst_hi"
                                          _SEGMENT_FIELDS}, "_part": "int64"}
 
 
-def _parsed(frame: pd.DataFrame, partitions: int) -> pd.DataFrame:
+def _parsed(frame: pd.DataFrame, partitions: int, ts_unit: Optional[str]) -> pd.DataFrame:
     """The partition's segments in their order, numeric, with the part each belongs to."""
-    segments = _segments_of(frame)
+    segments = _segments_of(frame, ts_unit)
     is6 = frame["src"].astype(str).str.contains(":").to_numpy()
     out = pd.DataFrame({name: np.zeros(len(frame), dtype=dtype)
                         for name, dtype in _PARSED_DTYPES.items()}, index=frame.index)
@@ -271,7 +358,8 @@ def _segments_of_parsed(frame: pd.DataFrame) -> dict[int, np.ndarray]:
 
 def flows_from_events(events: dd.DataFrame, columns: Optional[Mapping[str, str]] = None,
                       partitions: Optional[int] = None, model: str = "rfc793",
-                      timeouts: Optional[Mapping[str, float]] = None) -> dd.DataFrame:
+                      timeouts: Optional[Mapping[str, float]] = None,
+                      ts_unit: Optional[str] = None) -> dd.DataFrame:
     """A Dask DataFrame of the flow records of an event table (one row per TCP segment).
 
     Parameters
@@ -283,6 +371,31 @@ def flows_from_events(events: dd.DataFrame, columns: Optional[Mapping[str, str]]
     partitions : int, optional
         Default: the table's number of partitions, at least 2.
     model, timeouts : as for Tracker
+    ts_unit : {"s", "ms", "us", "ns"}, optional
+        The unit of a numeric ts column: required for floats (tshark's ``frame.time_epoch``
+        is float seconds: ``ts_unit="s"``; float64 holds today's epoch seconds to within
+        about 0.2 us); integers default to nanoseconds. Not for a datetime64 column.
+
+    Raises
+    ------
+    ValueError, TypeError
+        Here, for a missing column or a column of the wrong type (floats in ts without
+        ts_unit, in a port...); when computed, for a value out of its column's range or
+        unreadable (flags text that is neither hex nor tcpdump letters), as `Tracker.update`
+        does. Each message names the column.
+
+    Examples
+    --------
+    tshark's fields (``tshark -T fields -E separator=, -e frame.time_epoch -e ip.src ...``):
+
+    >>> table = pd.DataFrame({"ts": [1329327777.822004, 1329327777.8221],
+    ...                       "src": ["10.0.0.1", "10.0.0.2"], "sport": [5000, 80],
+    ...                       "dst": ["10.0.0.2", "10.0.0.1"], "dport": [80, 5000],
+    ...                       "flags": ["0x0002", "0x0012"]})
+    >>> flows = flows_from_events(dd.from_pandas(table, npartitions=1), ts_unit="s")
+    >>> row = flows.compute().iloc[0]
+    >>> str(row["ts"].round("us")), round(float(row["duration"]), 6), row["history"]
+    ('2012-02-15 17:42:57.822004+00:00', 9.6e-05, 'Sh')
     """
     rename = {theirs: ours for ours, theirs in (columns or {}).items()}
     events = events.rename(columns=rename)
@@ -290,9 +403,10 @@ def flows_from_events(events: dd.DataFrame, columns: Optional[Mapping[str, str]]
     if missing:
         raise ValueError(f"the event table lacks {sorted(missing)}; map its columns with "
                          f"columns={{fasttcp name: table name}} (see EVENT_COLUMNS)")
+    _check_event_types(dict(events.dtypes.items()), ts_unit)
     partitions = partitions or max(2, events.npartitions)
     sequence = {"seq", "ack", "window"} <= set(events.columns)
-    parsed = events.map_partitions(_parsed, partitions, meta=pd.DataFrame(
+    parsed = events.map_partitions(_parsed, partitions, ts_unit, meta=pd.DataFrame(
         {name: pd.Series(dtype=dtype) for name, dtype in _PARSED_DTYPES.items()}))
     shuffled = parsed.shuffle(on="_part", npartitions=partitions)
     now = parsed["ts"].max()
@@ -330,19 +444,24 @@ def capture_totals(stats: Sequence[CaptureStats]) -> dict[str, Any]:
 def analyze(paths: Sequence[str], model: str = "rfc793", flows_path: Optional[str] = None,
             partitions: Optional[int] = None, strict: bool = True) -> Any:
     """`fasttcp.analyze.analyze` on Dask, with the current client (``distributed.Client``):
-    the same Analysis, flow records written as a Parquet dataset (a directory) if asked."""
+    the same Analysis, flow records written as a Parquet dataset (a directory) if asked,
+    whole or not at all: an existing non-empty directory there is an error."""
     import time
 
     from fasttcp.analyze import Analysis
 
     started = time.perf_counter()
     partitions = partitions or max(2, len(paths))
-    read = dask.persist(*_reads(paths, partitions, strict))      # each file is read once
-    frame = _frame(list(read), partitions, model, None).persist()
-    if flows_path:
-        frame.to_parquet(flows_path)
-    columns = frame[["conn_state", "state", "ended"]].compute()
-    stats = dask.compute(*[dask.delayed(operator.getitem)(r, "stats") for r in read])
+    with ExitStack() as outputs:
+        # made first, so a directory in the way is reported before any work
+        temporary = (outputs.enter_context(atomic_output(flows_path, directory=True))
+                     if flows_path else None)
+        read = dask.persist(*_reads(paths, partitions, strict))      # each file is read once
+        frame = _frame(list(read), partitions, model, None).persist()
+        if temporary:
+            frame.to_parquet(temporary)
+        columns = frame[["conn_state", "state", "ended"]].compute()
+        stats = dask.compute(*[dask.delayed(operator.getitem)(r, "stats") for r in read])
     figures = summary(columns)
     totals = capture_totals(stats)
     states = Tracker(model).model.states

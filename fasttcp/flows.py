@@ -27,11 +27,14 @@ unless segments were retransmitted or lost).
 """
 from __future__ import annotations
 
+import os
+from contextlib import ExitStack
 from typing import IO, Any, Iterable, Sequence, Union
 
 import numpy as np
 
 from fasttcp import _engine, _flowcsv
+from fasttcp._atomic import atomic_output
 
 __all__ = ["FLOW_DTYPE", "FLOW6_DTYPE", "CONN_STATES", "CONN_STATE_MEANINGS", "ENDED",
            "flow_records", "to_csv", "to_pandas", "to_parquet", "CSV_COLUMNS"]
@@ -137,7 +140,7 @@ def _check_codes(array: np.ndarray, states: Sequence[str]) -> None:
                              f"beyond the {limit} names given")
 
 
-def to_csv(flows: FlowArrays, target: Union[str, IO[str]], states: Sequence[str],
+def to_csv(flows: FlowArrays, target: Union[str, os.PathLike, IO[str]], states: Sequence[str],
            header: bool = True) -> int:
     """Writes flow rows (one array, or several of either family) as CSV; returns the rows.
 
@@ -145,6 +148,8 @@ def to_csv(flows: FlowArrays, target: Union[str, IO[str]], states: Sequence[str]
     ----------
     flows : FLOW_DTYPE / FLOW6_DTYPE array, or an iterable of them
     target : path or open text file
+        A path is written whole or not at all: to a temporary beside it, renamed into place
+        when every row is written (see `fasttcp._atomic`).
     states : sequence of str
         The model's state names (``tracker.model.states``), for the ``state`` column.
     header : bool
@@ -161,9 +166,13 @@ def to_csv(flows: FlowArrays, target: Union[str, IO[str]], states: Sequence[str]
         table[i, :len(name)] = np.frombuffer(name, dtype=np.uint8)
     lengths = np.array([len(name) for name in names], dtype=np.intp)
     bases = (0, len(CONN_STATES), len(CONN_STATES) + len(states))
-    own = isinstance(target, str)
-    stream: IO[str] = open(target, "w", newline="") if own else target   # type: ignore
-    try:
+    with ExitStack() as opened:
+        if isinstance(target, (str, os.PathLike)):
+            # closed, then renamed into place, only once every row is written
+            stream: IO[str] = opened.enter_context(
+                open(opened.enter_context(atomic_output(target)), "w", newline=""))
+        else:
+            stream = target
         if header:
             stream.write(",".join(CSV_COLUMNS) + "\n")
         buffer = np.empty(_CSV_ROWS_PER_STEP * (_flowcsv.MAX_ROW_BYTES + width), np.uint8)
@@ -185,9 +194,6 @@ def to_csv(flows: FlowArrays, target: Union[str, IO[str]], states: Sequence[str]
                     column["illegal"], column["ended"], table, lengths, *bases, buffer)
                 stream.write(buffer[:size].tobytes().decode("ascii"))
                 rows += len(part)
-    finally:
-        if own:
-            stream.close()
     return rows
 
 
@@ -224,12 +230,14 @@ def to_pandas(flows: FlowArrays, states: Sequence[str]) -> Any:
     return pd.concat(frames, ignore_index=True)
 
 
-def to_parquet(flows: FlowArrays, path: str, states: Sequence[str]) -> int:
+def to_parquet(flows: FlowArrays, path: Union[str, os.PathLike], states: Sequence[str]) -> int:
     """Writes flow rows to a Parquet file (needs ``pip install 'fasttcp[pandas]'``, which
-    brings pyarrow); returns the rows. `states` as in `to_csv`."""
+    brings pyarrow), whole or not at all as `to_csv` does; returns the rows. `states` as in
+    `to_csv`."""
     frame = to_pandas(flows, states)
     try:
-        frame.to_parquet(path, index=False)
+        with atomic_output(path) as temporary:
+            frame.to_parquet(temporary, index=False)
     except ImportError:
         raise ImportError("to_parquet needs pyarrow: pip install 'fasttcp[pandas]'") from None
     return len(frame)

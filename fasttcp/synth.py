@@ -57,11 +57,18 @@ from typing import BinaryIO, Callable, Iterable, Iterator, Mapping, NamedTuple, 
 
 import numpy as np
 
+from fasttcp._atomic import atomic_output
 from fasttcp.models import ACK, FIN, PSH, RST, SYN, URG
 from fasttcp.tracker import SEGMENT_DTYPE
 
 __all__ = ["generate", "write_pcap", "KINDS", "DEFAULT_MIX", "CHUNK_CONNECTIONS", "SCANNED_PORTS",
-           "SYN_FLOOD_BURST", "SYN_FLOOD_VICTIM", "SNAPLEN"]
+           "SYN_FLOOD_BURST", "SYN_FLOOD_VICTIM", "SNAPLEN", "DEFAULT_START", "PCAP_TS_END"]
+
+#: `generate`'s default first arrival (ns): 2023-11-14 22:13:20 UTC.
+DEFAULT_START = 1_700_000_000 * 10**9
+# The latest arrival `generate` makes: int64 nanoseconds less an hour, room for the longest
+# template (seconds of retransmission timers) to end within int64.
+_LAST_ARRIVAL = np.iinfo(np.int64).max - 3600 * 10**9
 
 #: Scenario kinds, in the order connections draw them (so a mix's key order does not matter).
 KINDS = ("normal", "reset", "rejected", "unanswered", "simultaneous_open", "simultaneous_close",
@@ -426,7 +433,13 @@ def _weights(mix: Optional[Mapping[str, float]]) -> np.ndarray:
                 or not math.isfinite(weight) or weight <= 0):
             raise ValueError(f"weight of {kind!r} must be a finite number > 0, not {weight!r}")
     weights = np.array([float(mix.get(kind, 0.0)) for kind in KINDS])
+    weights /= weights.max()    # first, so that weights near the float maximum sum finitely
     return weights / weights.sum()
+
+
+def _too_late(connections: int, rate: float, start: int) -> str:
+    return (f"{connections} connections at rate {rate!r} per second from start {start} ns "
+            f"would arrive past int64 nanoseconds (the year 2262): raise the rate")
 
 
 def _check_int(name: str, value: object, low: int) -> int:
@@ -436,7 +449,7 @@ def _check_int(name: str, value: object, low: int) -> int:
 
 
 def generate(connections: int, seed: int = 0, mix: Optional[Mapping[str, float]] = None,
-             start: int = 1_700_000_000 * 10**9, rate: float = 10_000.0,
+             start: int = DEFAULT_START, rate: float = 10_000.0,
              batch_size: int = 65_536) -> Iterator[np.ndarray]:
     """Synthetic IPv4 TCP segments of `connections` scenario instances, in time order.
 
@@ -468,6 +481,8 @@ def generate(connections: int, seed: int = 0, mix: Optional[Mapping[str, float]]
     ValueError
         For a negative `connections`, `start` or `seed`, a `batch_size` below 1, a `rate`
         that is not a positive finite number, or a bad `mix` (unknown kind, weight not > 0).
+        Also when the arrivals would pass int64 nanoseconds (the year 2262): here if
+        `connections` at the mean rate would, else (a random excess) from the iterator.
 
     Examples
     --------
@@ -488,6 +503,8 @@ def generate(connections: int, seed: int = 0, mix: Optional[Mapping[str, float]]
             or rate <= 0):
         raise ValueError(f"rate must be a finite number of connections per second > 0, "
                          f"not {rate!r}")
+    if connections and start + connections * (1e9 / rate) > _LAST_ARRIVAL:
+        raise ValueError(_too_late(connections, rate, start))
     return _batches(connections, seed, _weights(mix), start, float(rate), batch_size)
 
 
@@ -508,10 +525,12 @@ def _batches(connections: int, seed: int, weights: np.ndarray, start: int, rate:
 
     def arrivals(first: int, previous: int) -> np.ndarray:
         n = min(CHUNK_CONNECTIONS, connections - first)
-        gaps = np.rint(rng.exponential(mean_gap_ns, n)).astype(np.int64)
+        gaps = np.rint(rng.exponential(mean_gap_ns, n))
         if first == 0:
             gaps[0] = 0  # the first connection arrives at `start`
-        return previous + np.cumsum(gaps)
+        if previous + gaps.sum() > _LAST_ARRIVAL:    # the draw ran past what generate checked
+            raise ValueError(_too_late(connections, rate, start))
+        return previous + np.cumsum(gaps.astype(np.int64))
 
     carried = np.empty(0, dtype=SEGMENT_DTYPE)
     ready: list[np.ndarray] = []
@@ -565,6 +584,8 @@ _MSS_END = _OPTIONS_START + 4
 assert _PCAP_RECORD_DTYPE.itemsize == _MSS_END + 4
 #: Snap length in the file header: above the longest record, as a capture with ``-s 96``.
 SNAPLEN = 96
+#: pcap's timestamps end here (ns): seconds are 32-bit, to 2106-02-07.
+PCAP_TS_END = (1 << 32) * 10**9
 _MAC_OUI = 0x0200  # locally administered; the rest of the MAC is the IPv4 address
 _MSS_OPTION, _WS_OPTION = 0x0204, 0x0103  # kind << 8 | length, NOP << 8 | kind
 _IP_FIXED = 0x4500 + 0x4000 + 0x4006  # version/IHL/TOS, DF, TTL 64/protocol TCP
@@ -595,6 +616,9 @@ def _records(batch: np.ndarray, first_id: int, nanosecond: bool) -> np.ndarray:
     if n and length.max() > _MAX_PAYLOAD:
         raise ValueError(f"a segment's length exceeds {_MAX_PAYLOAD}, the most an IPv4 "
                          f"packet with these headers holds")
+    if n and not 0 <= batch["ts"].min() <= batch["ts"].max() < PCAP_TS_END:
+        raise ValueError(f"a segment's ts is outside 0 .. {PCAP_TS_END} ns, the 32-bit "
+                         f"seconds of pcap (1970 to 2106)")
     has_mss = (flags & SYN) > 0
     has_ws = wscale >= 0
     options = 4 * has_mss + 4 * has_ws
@@ -649,7 +673,8 @@ def write_pcap(path: Union[str, os.PathLike], batches: Iterable[np.ndarray],
     ----------
     path : str or path-like
         Compressed with gzip (level 1) if it ends in ``.gz``, reproducibly: no name or time
-        is stored.
+        is stored. The file appears there only once every batch is written (an error or an
+        interruption leaves none, and an older file there as it was).
     batches : iterable of ndarray (n,) of SEGMENT_DTYPE
         Written in the order given.
     nanosecond : bool
@@ -666,7 +691,7 @@ def write_pcap(path: Union[str, os.PathLike], batches: Iterable[np.ndarray],
     (20, True)
     """
     magic = 0xA1B23C4D if nanosecond else 0xA1B2C3D4
-    with _open(os.fspath(path)) as fh:
+    with atomic_output(path) as temporary, _open(temporary) as fh:
         fh.write(struct.pack("<IHHiIII", magic, 2, 4, 0, 0, SNAPLEN, 1))
         written = 0
         for batch in batches:

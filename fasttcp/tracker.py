@@ -679,6 +679,9 @@ class Tracker:
                dport: int) -> Optional[ConnInfo]:
         """The connection between two endpoints (either order), or None.
 
+        Ports are integers in 0..65535: a float or bool raises TypeError, a value out of
+        range ValueError.
+
         >>> Tracker().lookup("192.0.2.1", 1234, "192.0.2.2", 80) is None
         True
         """
@@ -686,8 +689,12 @@ class Tracker:
         if a.version != b.version:
             raise ValueError("src and dst are of different address families")
         for name, port in (("sport", sport), ("dport", dport)):
+            # a float or bool would be truncated into some other port by the kernel's uint16
+            if isinstance(port, bool) or not isinstance(port, (int, np.integer)):
+                raise TypeError(f"{name} must be an integer, not {port!r}")
             if not 0 <= port <= 65535:
                 raise ValueError(f"{name} must be in 0..65535, not {port}")
+        sport, dport = int(sport), int(dport)
         key = (int, int) if a.version == 4 else (_packed, _packed)
         with self._lock:
             for table in self._tables.get(a.version, ()):

@@ -145,3 +145,113 @@ def test_cli_on_a_running_scheduler(client, rotated, tmp_path):
     written = pd.read_parquet(out)
     assert len(written) == result["flows"] > 0
     assert rows(written) == rows(on_dask.flows_from_captures(parts).compute())
+
+
+# -- event tables as other tools write them -----------------------------------------------------
+
+
+def tshark_table(segments: np.ndarray) -> pd.DataFrame:
+    """What ``tshark -T fields -e frame.time_epoch -e ip.src -e tcp.srcport -e ip.dst
+    -e tcp.dstport -e tcp.flags -e tcp.len`` gives, read by pandas: float seconds, hex flags."""
+    return pd.DataFrame({
+        "frame.time_epoch": segments["ts"] / 1e9,
+        "ip.src": [str(ipaddress.IPv4Address(int(a))) for a in segments["src"]],
+        "tcp.srcport": segments["sport"],
+        "ip.dst": [str(ipaddress.IPv4Address(int(a))) for a in segments["dst"]],
+        "tcp.dstport": segments["dport"],
+        "tcp.flags": [f"0x{f:04x}" for f in segments["flags"].tolist()],
+        "tcp.len": segments["length"]})
+
+
+TSHARK_COLUMNS = {"ts": "frame.time_epoch", "src": "ip.src", "sport": "tcp.srcport",
+                  "dst": "ip.dst", "dport": "tcp.dstport", "flags": "tcp.flags",
+                  "length": "tcp.len"}
+
+
+def test_tshark_tables_give_the_right_times(tmp_path):
+    """Float epoch seconds used to be read as nanoseconds (1970, durations of 1e-09 s) and hex
+    flags failed with KeyError '0'. With ts_unit='s', the records are one Tracker's, their
+    times within float64's precision of epoch seconds (0.2 us)."""
+    segments = np.concatenate(list(generate(400, seed=13, rate=200.0)))
+    table = tshark_table(segments)
+    table.to_csv(tmp_path / "tshark.csv", index=False)
+    events = dd.read_csv(str(tmp_path / "tshark.csv"))
+    assert events.dtypes["frame.time_epoch"] == np.float64
+    ours = on_dask.flows_from_events(events, columns=TSHARK_COLUMNS, ts_unit="s").compute()
+    tracker = fasttcp.Tracker(flows=True)
+    tracker.update(segments[list(fasttcp.EVENT_DTYPE.names)])
+    tracker.expire(int(segments["ts"].max()))
+    theirs = pd.concat([to_pandas(tracker.pop_flows(), tracker.model.states),
+                        to_pandas(tracker.live_flows(), tracker.model.states)])
+    assert rows(ours.assign(ts=0, duration=0)) == rows(theirs.assign(ts=0, duration=0))
+    key = ["orig_h", "orig_p", "resp_h", "resp_p", "history"]
+    both = ours.merge(theirs, on=key, suffixes=("", "_exact"))
+    assert len(both) == len(ours) > 400
+    assert (both["ts"].dt.year == 2023).all()
+    assert ((both["ts"] - both["ts_exact"]).abs() < pd.Timedelta("1us")).all()
+    assert ((both["duration"] - both["duration_exact"]).abs() < 1e-6).all()
+    assert both["duration"].max() > 0.01
+
+
+def test_event_flags_in_every_documented_form():
+    table = pd.DataFrame({"ts": [1, 2, 3], "src": ["10.0.0.1", "10.0.0.2", "10.0.0.1"],
+                          "sport": [5000, 80, 5000], "dst": ["10.0.0.2", "10.0.0.1", "10.0.0.2"],
+                          "dport": [80, 5000, 80]})
+    for flags in (["0x0002", "0x0012", "0x0010"], ["2", "18", "16"], ["S", "S.", "."],
+                  [2, 18, 16], ["0x0102", "0x0812", "0x0010"]):   # AE / reserved bits dropped
+        events = dd.from_pandas(table.assign(flags=flags), npartitions=1)
+        (flow,) = on_dask.flows_from_events(events).compute().itertuples()
+        assert (flow.history, flow.state) == ("ShA", "ESTABLISHED/ESTABLISHED"), flags
+
+
+BASE = {"ts": [1_700_000_000.5], "src": ["10.0.0.1"], "sport": [5000], "dst": ["10.0.0.2"],
+        "dport": [80], "flags": ["0x0002"]}
+
+
+@pytest.mark.parametrize("change, unit, error, message", [
+    ({}, None, ValueError, r"ts holds floats \(float64\): give their unit, ts_unit='s'"),
+    ({}, "h", ValueError, r"ts_unit must be one of \['s', 'ms', 'us', 'ns'\]"),
+    ({"ts": pd.to_datetime([1], utc=True)}, "s", ValueError, "ts is datetime64"),
+    ({"ts": ["1700000000.5"]}, "s", TypeError, "ts must be integers or floats"),
+    ({"flags": [2.0]}, "s", TypeError, "flags must be integers, or text"),
+    ({"sport": [5000.0]}, "s", TypeError, "sport must be integers, not float64"),
+    ({"length": [True]}, "s", TypeError, "length must be integers, not bool"),
+])
+def test_event_tables_of_the_wrong_types_are_refused_at_once(change, unit, error, message):
+    events = dd.from_pandas(pd.DataFrame({**BASE, **change}), npartitions=1)
+    with pytest.raises(error, match=message):
+        on_dask.flows_from_events(events, ts_unit=unit)
+
+
+@pytest.mark.parametrize("change, unit, error, message", [
+    ({"flags": ["0xZZ"]}, "s", ValueError, "flags value '0xZZ' is neither"),
+    ({"flags": ["0x1000"]}, "s", ValueError, "flags value '0x1000' is neither"),
+    ({"flags": ["SX"]}, "s", ValueError, "flags value 'SX' is neither"),
+    ({"flags": ["256"]}, "s", ValueError, "flags value '256' is neither"),
+    ({"flags": [None]}, "s", ValueError, "flags has missing values"),
+    ({"flags": [300]}, "s", ValueError, "flags has values outside 0..255"),
+    ({"sport": [70000]}, "s", ValueError, "sport has values outside 0..65535"),
+    ({"ts": [float("nan")]}, "s", ValueError, "ts has missing values"),
+    ({"ts": [-1.0]}, "s", ValueError, "ts has values that are not finite s"),
+    ({"ts": [1e12]}, "s", ValueError, "ts has values that are not finite s"),
+    ({"ts": [-5]}, None, ValueError, r"ts has values outside 0 \.\."),
+    ({"ts": [10**16]}, "ms", ValueError, r"ts has values outside 0 \.\. .* \(ms\)"),
+])
+def test_bad_event_values_name_their_column(change, unit, error, message):
+    events = dd.from_pandas(pd.DataFrame({**BASE, **change}), npartitions=1)
+    with pytest.raises(error, match=message):
+        on_dask.flows_from_events(events, ts_unit=unit).compute()
+
+
+def test_a_dataset_is_written_whole_and_never_over_a_directory(client, rotated, tmp_path):
+    whole, parts = rotated
+    kept = tmp_path / "flows.parquet"
+    kept.mkdir()
+    (kept / "notes.txt").write_text("mine")
+    with pytest.raises(IsADirectoryError, match="flows.parquet: a directory is in the way"):
+        on_dask.analyze(parts, flows_path=str(kept))
+    assert os.listdir(kept) == ["notes.txt"]
+    out = tmp_path / "new.parquet"
+    result = on_dask.analyze(parts, flows_path=str(out))
+    assert len(pd.read_parquet(out)) == result.flows
+    assert sorted(os.listdir(tmp_path)) == ["flows.parquet", "new.parquet"]

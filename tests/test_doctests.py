@@ -7,7 +7,7 @@ import pytest
 MODULES = ["fasttcp", "fasttcp.models", "fasttcp.tracker", "fasttcp.reference",
            "fasttcp.workloads", "fasttcp.bench", "fasttcp.flows", "fasttcp.synth",
            "fasttcp.capture", "fasttcp.analyze", "fasttcp.sample", "fasttcp.snapshot",
-           "fasttcp.dask"]
+           "fasttcp.dask", "fasttcp._atomic"]
 
 
 @pytest.mark.parametrize("name", MODULES)
