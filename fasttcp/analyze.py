@@ -20,7 +20,7 @@ import numpy as np
 from fasttcp._atomic import atomic_output
 from fasttcp.capture import SKIP_REASONS, CaptureStats, open_capture
 from fasttcp.flows import CONN_STATES, to_csv, to_parquet
-from fasttcp.tracker import Tracker
+from fasttcp.tracker import DEFAULT_CLOCK_CONFIRM, DEFAULT_MAX_CLOCK_JUMP, Tracker
 
 __all__ = ["analyze", "Analysis", "FLOW_FORMATS"]
 
@@ -45,6 +45,8 @@ class Analysis:
     histogram: dict[str, int] = field(default_factory=dict)
     conn_states: dict[str, int] = field(default_factory=lambda: dict.fromkeys(CONN_STATES, 0))
     seconds: float = 0.0
+    clock_suspect: int = 0        # segments too far ahead of the clock (see Tracker)
+    clock_jumps: int = 0          # jumps of the clock beyond max_clock_jump, once confirmed
     timeline_ts: list[int] = field(default_factory=list)      # with a plot: sample times (ns)
     timeline: list[np.ndarray] = field(default_factory=list)  # and the histogram at each
 
@@ -92,7 +94,9 @@ class _FlowSink:
 
 def analyze(paths: Sequence[str], model: str = "rfc793", flows_path: Optional[str] = None,
             plot: bool = False, strict: bool = True,
-            progress: Optional[Callable[[int], None]] = None) -> Analysis:
+            progress: Optional[Callable[[int], None]] = None, clock: str = "events",
+            max_clock_jump: Optional[float] = DEFAULT_MAX_CLOCK_JUMP,
+            clock_confirm: int = DEFAULT_CLOCK_CONFIRM) -> Analysis:
     """Tracks the TCP connections of captures, read in the order given (one capture may
     continue another's connections), and makes a flow record for every connection.
 
@@ -112,6 +116,11 @@ def analyze(paths: Sequence[str], model: str = "rfc793", flows_path: Optional[st
         As in `open_capture`: a damaged capture raises, or (False) ends that capture early.
     progress : callable, optional
         Called with the bytes read since the previous call.
+    clock, max_clock_jump, clock_confirm
+        As `Tracker`'s: by default the capture's own clock expires connections, believing a
+        jump of over a minute only when the next segment confirms it; with ``"manual"``
+        nothing expires but by a segment of its own connection, and every connection still
+        live at the end is written as live.
 
     Raises
     ------
@@ -125,7 +134,8 @@ def analyze(paths: Sequence[str], model: str = "rfc793", flows_path: Optional[st
                          f"not {os.path.basename(flows_path)!r}")
     started = time.perf_counter()
     # room for a quarter of a million connections before the first resize: 20 MB
-    tracker = Tracker(model, capacity=1 << 18, max_capacity=1 << 28, flows=True)
+    tracker = Tracker(model, capacity=1 << 18, max_capacity=1 << 28, flows=True, clock=clock,
+                      max_clock_jump=max_clock_jump, clock_confirm=clock_confirm)
     analysis = Analysis(model=tracker.model.name, captures=[])
     with ExitStack() as outputs:
         sink = _FlowSink(flows_path, analysis, tracker.model.states, outputs)
@@ -152,6 +162,8 @@ def analyze(paths: Sequence[str], model: str = "rfc793", flows_path: Optional[st
             analysis.skipped[reason] += count
     analysis.connections = len(tracker)
     analysis.histogram = tracker.histogram()
+    stats = tracker.stats
+    analysis.clock_suspect, analysis.clock_jumps = stats["clock_suspect"], stats["clock_jumps"]
     analysis.seconds = time.perf_counter() - started
     return analysis
 

@@ -27,6 +27,7 @@ from fasttcp.flows import CONN_STATE_MEANINGS
 from fasttcp.models import MODELS
 from fasttcp.sample import SAMPLE_CAPTURE
 from fasttcp.synth import DEFAULT_START, KINDS, PCAP_TS_END, generate, write_pcap
+from fasttcp.tracker import DEFAULT_CLOCK_CONFIRM, DEFAULT_MAX_CLOCK_JUMP
 
 
 class UsageError(Exception):
@@ -40,6 +41,19 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+    return value
+
+
+def clock_jump(text: str) -> Optional[float]:
+    """Seconds, or "none" (follow every timestamp)."""
+    if text.lower() == "none":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 <= value < 2**62 / 1e9:
+        raise argparse.ArgumentTypeError(f"must be from 0 to about 146 years: {text!r}")
     return value
 
 
@@ -81,6 +95,18 @@ def build_parser() -> argparse.ArgumentParser:
                              "capture holds up to the damage, and report the rest, instead of "
                              "stopping with an error")
     analyze_cmd.add_argument("--json", action="store_true", help="print one JSON object")
+    analyze_cmd.add_argument("--clock", choices=("events", "manual"), default="events",
+                             help="events (the default): expire connections by the capture's "
+                             "own clock; manual: expire none (every connection open at the "
+                             "end is written as live)")
+    analyze_cmd.add_argument("--max-clock-jump", type=clock_jump,
+                             default=DEFAULT_MAX_CLOCK_JUMP,
+                             metavar="SECONDS", help="believe a segment further ahead of the "
+                             "clock only when --clock-confirm segments in a row are (default "
+                             "%(default)s; 'none' follows every timestamp)")
+    analyze_cmd.add_argument("--clock-confirm", type=positive_int,
+                             default=DEFAULT_CLOCK_CONFIRM, metavar="N",
+                             help="segments in a row that confirm a jump (default %(default)s)")
     where = analyze_cmd.add_mutually_exclusive_group()
     where.add_argument("--workers", type=positive_int, metavar="N", help="run on a local Dask "
                        "cluster of N worker processes (needs fasttcp[dask])")
@@ -145,6 +171,9 @@ def analysis_report(result: Analysis) -> str:
               if n]
     states.sort(key=lambda row: (-row[1], row[0]))
     lines += ["", _table(states, ("conn_state", "flows", "meaning")) if states else "no flows"]
+    if result.clock_suspect:
+        lines += ["", f"clock: {result.clock_suspect:,} segments too far ahead of the capture's "
+                      f"clock ({result.clock_jumps:,} jumps followed once confirmed)"]
     return "\n".join(lines)
 
 
@@ -171,7 +200,8 @@ def _analyze(args: argparse.Namespace) -> str:
         try:
             result = analyze(paths, args.model, args.flows, bool(args.plot),
                              not args.keep_going,
-                             progress.update if progress is not None else None)
+                             progress.update if progress is not None else None,
+                             args.clock, args.max_clock_jump, args.clock_confirm)
         finally:
             if progress is not None:
                 progress.close()
@@ -188,6 +218,10 @@ def _analyze_on_dask(args: argparse.Namespace, paths: list[str]) -> Analysis:
     """analyze on a local cluster (--workers) or a running one (--scheduler)."""
     if args.plot:
         raise UsageError("--plot is not available with --workers or --scheduler")
+    if (args.clock, args.max_clock_jump, args.clock_confirm) != \
+            ("events", DEFAULT_MAX_CLOCK_JUMP, DEFAULT_CLOCK_CONFIRM):
+        raise UsageError("--clock, --max-clock-jump and --clock-confirm are not available "
+                         "with --workers or --scheduler (they keep the defaults)")
     if args.flows and not args.flows.endswith(".parquet"):
         raise UsageError("with --workers or --scheduler, flows are written as a Parquet "
                          "dataset: --flows OUT.parquet")

@@ -37,10 +37,11 @@ except ImportError:                                          # pragma: no cover
     raise ImportError("fasttcp.dask needs dask: pip install 'fasttcp[dask]'") from None
 
 from fasttcp._atomic import atomic_output
+from fasttcp._engine import EventClock
 from fasttcp.capture import SKIP_REASONS, CaptureStats, open_capture
 from fasttcp.flows import FLOW_DTYPE, to_pandas
-from fasttcp.tracker import (EVENT_DTYPE, SEGMENT6_DTYPE, SEGMENT_DTYPE, Tracker, _integer_column,
-                             addresses)
+from fasttcp.tracker import (DEFAULT_CLOCK_CONFIRM, DEFAULT_MAX_CLOCK_JUMP, EVENT_DTYPE,
+                             SEGMENT6_DTYPE, SEGMENT_DTYPE, Tracker, _integer_column, addresses)
 
 __all__ = ["flows_from_captures", "flows_from_events", "flow_partition", "EVENT_COLUMNS",
            "TCPDUMP_FLAGS", "TS_UNITS"]
@@ -112,17 +113,21 @@ def _split(segments: np.ndarray, partitions: int) -> list[np.ndarray]:
 def _read_and_split(path: str, partitions: int, strict: bool) -> dict[Any, Any]:
     """Stage 1: one capture's segments, split by part (IPv4 and IPv6 apart)."""
     pieces: dict[int, list[list[np.ndarray]]] = {4: [], 6: []}
+    # the capture's clock, as one process's tracker would keep it (Tracker's defaults): a
+    # forged far-future timestamp must not become the time every part expires by
+    clock = EventClock(round(DEFAULT_MAX_CLOCK_JUMP * 1e9), DEFAULT_CLOCK_CONFIRM)
     with open_capture(path, strict=strict) as capture:
         for batch in capture:
             pieces[4].append(_split(batch.ipv4, partitions))
             pieces[6].append(_split(batch.ipv6, partitions))
+            for segments in (batch.ipv4, batch.ipv6):
+                clock.advance(np.ascontiguousarray(segments["ts"]))
     out: dict[Any, Any] = {"stats": capture.stats}     # and the parts of each family
     for family, dtype in ((4, SEGMENT_DTYPE), (6, SEGMENT6_DTYPE)):
         out[family] = [np.concatenate([split[p] for split in pieces[family]])
                        if pieces[family] else np.zeros(0, dtype=dtype)
                        for p in range(partitions)]
-    ts = [a["ts"].max() for family in (4, 6) for a in out[family] if len(a)]
-    out["max_ts"] = int(max(ts)) if ts else 0
+    out["clock"] = clock.now
     return out
 
 
@@ -151,8 +156,8 @@ def _meta(model: str) -> pd.DataFrame:
     return to_pandas(np.zeros(0, dtype=FLOW_DTYPE), Tracker(model).model.states)
 
 
-def _max_ts(*values: int) -> int:
-    return max(values) if values else 0
+def _latest(*clocks: int) -> int:
+    return max(clocks) if clocks else 0
 
 
 def _reads(paths: Sequence[str], partitions: int, strict: bool) -> list:
@@ -161,7 +166,7 @@ def _reads(paths: Sequence[str], partitions: int, strict: bool) -> list:
 
 def _frame(read: list, partitions: int, model: str,
            timeouts: Optional[Mapping[str, float]]) -> dd.DataFrame:
-    now = dask.delayed(_max_ts)(*[dask.delayed(operator.getitem)(r, "max_ts") for r in read])
+    now = dask.delayed(_latest)(*[dask.delayed(operator.getitem)(r, "clock") for r in read])
     parts = [dask.delayed(_track)({family: [dask.delayed(_piece)(r, family, p) for r in read]
                                    for family in (4, 6)}, model, timeouts, now)
              for p in range(partitions)]

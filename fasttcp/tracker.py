@@ -49,6 +49,11 @@ STATUS_ILLEGAL_SHIFT = _engine.STATUS_ILLEGAL_SHIFT
 #: Verdict names by code, as returned per event by ``Tracker.update(..., return_events=True)``.
 VERDICTS = ("new", "valid", "invalid", "ignored")
 
+#: The "events" clock's defaults: a segment over a minute ahead of the clock moves it only
+#: when the next one is that far ahead too (see `Tracker`).
+DEFAULT_MAX_CLOCK_JUMP = 60.0
+DEFAULT_CLOCK_CONFIRM = 2
+
 # What memory_usage reports, by the FlowTable.nbytes_* property of each.
 _MEMORY_PARTS = ("records", "index", "expiry", "flows", "eviction", "sequence")
 
@@ -298,8 +303,9 @@ class Tracker:
                  max_capacity: Optional[int] = None, seed: Optional[int] = None,
                  timeouts: Optional[Mapping[str, float]] = None, shards: int = 1,
                  flows: bool = False, expiry: bool = True, clock: str = "events",
-                 evict: bool = False, max_clock_jump: Optional[float] = 60.0,
-                 clock_confirm: int = 2) -> None:
+                 evict: bool = False,
+                 max_clock_jump: Optional[float] = DEFAULT_MAX_CLOCK_JUMP,
+                 clock_confirm: int = DEFAULT_CLOCK_CONFIRM) -> None:
         self.model = get_model(model)
         self.timeouts = _timeouts(self.model, timeouts or {})
         capacity = int(capacity)

@@ -1,5 +1,11 @@
 """The "events" clock believes a far-future timestamp only when later traffic confirms it
 (issue: one forged segment used to expire the whole table)."""
+import gzip
+import json
+import struct
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -132,3 +138,82 @@ def test_the_reference_follows_the_same_rule():
         assert t.stats["clock_suspect"] == ref.stats["clock_suspect"]
         assert t.stats["clock_jumps"] == ref.stats["clock_jumps"]
         assert len(t) == len(ref) and t.histogram() == ref.histogram()
+
+
+# -- the command line ---------------------------------------------------------------------------
+
+def run_cli(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "fasttcp", *args], capture_output=True,
+                          text=True, cwd=cwd, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def forged_capture(tmp_path_factory):
+    """The bundled sample capture (classic pcap) with its middle packet a year late."""
+    with gzip.open(fasttcp.SAMPLE_CAPTURE, "rb") as f:
+        data = bytearray(f.read())
+    offsets, at = [], 24
+    while at < len(data):
+        offsets.append(at)
+        at += 16 + struct.unpack_from("<I", data, at + 8)[0]
+    middle = offsets[len(offsets) // 2]
+    seconds, = struct.unpack_from("<I", data, middle)
+    struct.pack_into("<I", data, middle, seconds + YEAR // S)
+    path = tmp_path_factory.mktemp("clock") / "forged.pcap"
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_analyze_reports_the_suspect_segment_and_keeps_the_table(forged_capture, tmp_path):
+    honest = json.loads(run_cli("analyze", "--model", "conntrack", "--json",
+                                cwd=tmp_path).stdout)
+    proc = run_cli("analyze", str(forged_capture), "--model", "conntrack", "--json",
+                   cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    forged = json.loads(proc.stdout)
+    assert forged["clock_suspect"] == 1 and forged["clock_jumps"] == 0
+    assert abs(forged["connections"] - honest["connections"]) <= 1
+    text = run_cli("analyze", str(forged_capture), "--model", "conntrack", cwd=tmp_path).stdout
+    assert "1 segments too far ahead of the capture's clock" in text
+
+
+def test_analyze_clock_options(forged_capture, tmp_path):
+    def analyze(*args):
+        proc = run_cli("analyze", str(forged_capture), "--model", "conntrack", "--json", *args,
+                       cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout)
+
+    default = analyze()
+    follow = analyze("--max-clock-jump", "none")          # the old behaviour: all expired
+    assert follow["connections"] <= 1 and follow["clock_suspect"] == 0
+    assert default["connections"] > 300
+    manual = analyze("--clock", "manual")                  # nothing expires by the clock
+    assert manual["connections"] == default["connections"] and manual["clock_suspect"] == 0
+    eager = analyze("--clock-confirm", "1")                # one segment is confirmation
+    assert eager["clock_jumps"] == 1 and eager["connections"] <= 1
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--max-clock-jump", "-3"], "must be from 0"),
+    (["--max-clock-jump", "soon"], "not a number of seconds"),
+    (["--clock-confirm", "0"], "must be positive"),
+    (["--clock", "wall"], "invalid choice"),
+])
+def test_analyze_clock_usage_errors(args, message, tmp_path):
+    proc = run_cli("analyze", *args, cwd=tmp_path)
+    assert proc.returncode == 2 and message in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_dask_parts_expire_by_the_capture_s_clock_not_its_latest_timestamp(forged_capture):
+    """Every Dask part ends by expiring at the captures' clock; it was their largest
+    timestamp, so one forged packet expired every connection of every part."""
+    pytest.importorskip("dask")
+    from fasttcp import dask as on_dask
+
+    honest = on_dask._read_and_split(fasttcp.SAMPLE_CAPTURE, 2, True)
+    forged = on_dask._read_and_split(str(forged_capture), 2, True)
+    latest = max(int(part["ts"].max()) for part in honest[4] if len(part))
+    assert honest["clock"] == latest
+    assert forged["clock"] == latest
