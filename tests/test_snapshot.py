@@ -142,8 +142,10 @@ t.save(sys.argv[1])
 
 
 def writer_stopped_mid_save(path):
+    # run in the snapshot's folder: from the source tree, `import fasttcp` would find the
+    # package without its compiled modules after `pip install .`
     proc = subprocess.Popen([sys.executable, "-c", STOPPED_WRITER, str(path)],
-                            stdout=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, text=True, cwd=path.parent)
     assert proc.stdout.readline() == "writing\n"
     return proc
 
