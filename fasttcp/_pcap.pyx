@@ -110,6 +110,11 @@ cdef enum:
     NS_PER_S = 1_000_000_000
 # Timestamps are int64 ns since the epoch: 1970 to 2262-04-11.
 cdef int64_t C_MAX_NS = 0x7FFFFFFFFFFFFFFF
+# 10^j, and the largest raw timestamp of 10^-(9-j) s units that fits in int64 ns, for j <= 9:
+# the common resolutions (microseconds, nanoseconds) without offset take one checked multiply
+cdef uint64_t[10] POW10 = [1, 10, 100, 1_000, 10_000, 100_000, 1_000_000, 10_000_000,
+                           100_000_000, 1_000_000_000]
+cdef uint64_t[10] MAX_RAW = [0x7FFFFFFFFFFFFFFF // 10**j for j in range(10)]
 
 SEG4_SIZE = sizeof(seg4_t)
 SEG6_SIZE = sizeof(seg6_t)
@@ -509,9 +514,12 @@ cdef inline bint pcapng_ns(uint64_t raw, uint8_t tsresol, int64_t offset_s,
         elif k:
             t.lo, t.hi = (t.lo >> k) | (t.hi << (64 - k)), t.hi >> k
     elif k <= 9:
-        for i in range(9 - k):
-            scale *= 10
-        t = mul32(raw, <uint32_t>scale)
+        if offset_s == 0:
+            if raw > MAX_RAW[9 - k]:
+                return False
+            ns[0] = <int64_t>(raw * POW10[9 - k])
+            return True
+        t = mul32(raw, <uint32_t>POW10[9 - k])
     else:
         t.hi, t.lo = 0, 0               # raw < 2^64 < 10^20 units: under a nanosecond
         if k - 9 <= 19:                 # 10^19 is the largest power of ten in a uint64
@@ -594,6 +602,7 @@ def read_pcapng(const uint8_t[::1] buf, intp_t pos, bint swapped, int64_t[::1] i
     cdef outputs_t out = outputs(out4, out6, counts)
     cdef const uint8_t* base = &buf[0] if end else NULL
     cdef const uint8_t* block
+    cdef const uint8_t* frame = NULL  # the packet of the block at hand, if it holds one
     cdef intp_t room = if_linktype.shape[0]
     cdef progress_t prog
     cdef uint32_t kind, length, caplen, iface
@@ -662,7 +671,7 @@ def read_pcapng(const uint8_t[::1] buf, intp_t pos, bint swapped, int64_t[::1] i
                 if not pcapng_ns(raw_ts, if_tsresol[iface], if_tsoffset[iface], &ts):
                     status = E_TIMESTAMP
                     break
-                take_frame(block + 28, caplen, if_linktype[iface], swapped, ts, &out, &prog)
+                frame = block + 28
             elif kind == 3:                             # simple packet block: interface 0
                 if length < 16:
                     status = E_BLOCK_LENGTH
@@ -677,7 +686,10 @@ def read_pcapng(const uint8_t[::1] buf, intp_t pos, bint swapped, int64_t[::1] i
                     caplen = length - 16
                 if if_snaplen[0] and caplen > if_snaplen[0]:
                     caplen = <uint32_t>if_snaplen[0]
-                take_frame(block + 12, caplen, if_linktype[0], swapped, prog.last_ts, &out,
-                           &prog)
+                iface, ts, frame = 0, prog.last_ts, block + 12
+            # one call for both packet blocks, so that the compiler inlines it
+            if frame != NULL:
+                take_frame(frame, caplen, if_linktype[iface], swapped, ts, &out, &prog)
+                frame = NULL
             prog.pos += length
     return status, prog.pos, prog.n4, prog.n6, prog.last_ts, n_if
