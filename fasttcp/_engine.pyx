@@ -784,10 +784,11 @@ cdef inline int64_t deadline_of(int64_t last_ts, int64_t timeout) noexcept nogil
     return last_ts + timeout
 
 
-cdef inline bint is_due(int64_t deadline, int64_t now) noexcept nogil:
-    # INT64_MAX is "never" (a timeout of never, or a deadline past the clock's range): not
-    # even a clock at INT64_MAX reaches it
-    return deadline <= now and deadline != INT64_MAX
+cdef inline bint is_due(int64_t last_ts, int64_t timeout, int64_t now) noexcept nogil:
+    """Idle for the whole timeout at `now` (the deadline itself counts). A timeout of
+    INT64_MAX is never, even for a clock at INT64_MAX; any other deadline comes, up to
+    INT64_MAX itself. (now - timeout cannot overflow: both are >= 0.)"""
+    return timeout != INT64_MAX and last_ts <= now - timeout
 
 
 cdef inline int64_t clamp_tick(const wheel_t* w, int64_t tick) noexcept nogil:
@@ -807,10 +808,11 @@ cdef inline int32_t ticks_after(uint32_t due, int64_t tick) noexcept nogil:
 
 
 cdef inline int schedule(table_t* t, intp_t rid, int64_t now, int64_t deadline) noexcept nogil:
-    """Lists record rid in the wheel at its deadline (ns); `now` starts an unstarted wheel."""
+    """Lists record rid in the wheel at its deadline (ns); `now` starts an unstarted wheel,
+    never past the tracker's clock (a suspect segment's time is not one to start from)."""
     cdef int64_t tick
     if not t.wheel.started:
-        t.wheel.tick = now // TICK_NS
+        t.wheel.tick = min(now, t.clock_limit) // TICK_NS
         t.wheel.started = True
     tick = clamp_tick(&t.wheel, deadline // TICK_NS)
     if wheel_push(&t.wheel, tick, <uint32_t>rid) < 0:
@@ -1037,7 +1039,7 @@ cdef int expire_wheel(table_t* t, conn_t* recs, int64_t now, intp_t* expired) no
     """Processes the wheel's ticks up to now's: 0 when done, 1 when the ended buffer filled
     up (call again after collecting), -1 when a slot could not grow."""
     cdef wheel_t* w = &t.wheel
-    cdef int64_t now_tick = now // TICK_NS, tick, last, deadline
+    cdef int64_t now_tick = now // TICK_NS, tick, last
     cdef intp_t r, kept, steps, s, rid
     cdef bucket_t* b
     cdef conn_t* c
@@ -1062,8 +1064,7 @@ cdef int expire_wheel(table_t* t, conn_t* recs, int64_t now, intp_t* expired) no
                 b.rids[kept] = rid                  # due in a later revolution
                 kept += 1
                 continue
-            deadline = deadline_of(c.last_ts, t.timeout[c.state])
-            if is_due(deadline, now):
+            if is_due(c.last_ts, t.timeout[c.state], now):
                 if t.n_ended + 1 > t.ended_capacity:
                     # collect first: keep this one and the rest listed, resume at this tick
                     r -= 1
@@ -1079,7 +1080,7 @@ cdef int expire_wheel(table_t* t, conn_t* recs, int64_t now, intp_t* expired) no
                 expired[0] += 1
                 continue
             # active since it was listed: list it again at its deadline (always > now)
-            last = clamp_tick(w, deadline // TICK_NS)
+            last = clamp_tick(w, deadline_of(c.last_ts, t.timeout[c.state]) // TICK_NS)
             if last < now_tick:
                 last = now_tick
             t.due[rid] = <uint32_t>last
@@ -1142,7 +1143,7 @@ cdef int apply_batch(table_t* t, conn_t* recs, const events_t* events, const wal
         class_counts[cls] += 1
         rid = find(ix, recs, ev, i, h, &pos, &first_tomb, &d)
         if rid >= 0 and t.due != NULL and \
-                is_due(deadline_of(recs[rid].last_ts, t.timeout[recs[rid].state]), ev.ts[i]):
+                is_due(recs[rid].last_ts, t.timeout[recs[rid].state], ev.ts[i]):
             # idle for its whole timeout (conntrack and Zeek expire at the deadline itself):
             # that connection is over, and this segment meets the key as if for the first
             # time (its slot is where the key goes back)

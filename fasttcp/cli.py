@@ -27,7 +27,7 @@ from fasttcp.flows import CONN_STATE_MEANINGS
 from fasttcp.models import MODELS
 from fasttcp.sample import SAMPLE_CAPTURE
 from fasttcp.synth import DEFAULT_START, KINDS, PCAP_TS_END, generate, write_pcap
-from fasttcp.tracker import DEFAULT_CLOCK_CONFIRM, DEFAULT_MAX_CLOCK_JUMP
+from fasttcp.tracker import DEFAULT_CLOCK_CONFIRM, DEFAULT_MAX_CLOCK_JUMP, MAX_CLOCK_JUMP
 
 
 class UsageError(Exception):
@@ -52,7 +52,7 @@ def clock_jump(text: str) -> Optional[float]:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not 0 <= value < 2**62 / 1e9:
+    if not 0 <= value < MAX_CLOCK_JUMP:
         raise argparse.ArgumentTypeError(f"must be from 0 to about 146 years: {text!r}")
     return value
 

@@ -110,44 +110,60 @@ def _split(segments: np.ndarray, partitions: int) -> list[np.ndarray]:
     return [segments[order[edges[p]:edges[p + 1]]] for p in range(partitions)]
 
 
-def _read_and_split(path: str, partitions: int, strict: bool) -> dict[Any, Any]:
-    """Stage 1: one capture's segments, split by part (IPv4 and IPv6 apart)."""
-    pieces: dict[int, list[list[np.ndarray]]] = {4: [], 6: []}
-    # the capture's clock, as one process's tracker would keep it (Tracker's defaults): a
-    # forged far-future timestamp must not become the time every part expires by
+def _clock_after(state: Optional[dict[str, int]], ts: Any) -> dict[str, int]:
+    """The state of the sources' clock (Tracker's rule and defaults) after timestamps `ts`,
+    in source order, from `state` (None: a clock that has seen nothing). Parts are tracked in
+    time order, where forged timestamps would sit together and confirm each other: they
+    expire by this clock instead."""
     clock = EventClock(round(DEFAULT_MAX_CLOCK_JUMP * 1e9), DEFAULT_CLOCK_CONFIRM)
+    if state is not None:
+        clock.restore(state)
+    clock.advance(np.ascontiguousarray(ts, dtype=np.int64))
+    return clock.state()
+
+
+def _read_and_split(path: str, partitions: int, strict: bool) -> dict[Any, Any]:
+    """Stage 1: one capture's segments, split by part (IPv4 and IPv6 apart), and the time of
+    the capture's clock at its end."""
+    pieces: dict[int, list[list[np.ndarray]]] = {4: [], 6: []}
+    clock = None
     with open_capture(path, strict=strict) as capture:
         for batch in capture:
             pieces[4].append(_split(batch.ipv4, partitions))
             pieces[6].append(_split(batch.ipv6, partitions))
             for segments in (batch.ipv4, batch.ipv6):
-                clock.advance(np.ascontiguousarray(segments["ts"]))
+                clock = _clock_after(clock, segments["ts"])
     out: dict[Any, Any] = {"stats": capture.stats}     # and the parts of each family
     for family, dtype in ((4, SEGMENT_DTYPE), (6, SEGMENT6_DTYPE)):
         out[family] = [np.concatenate([split[p] for split in pieces[family]])
                        if pieces[family] else np.zeros(0, dtype=dtype)
                        for p in range(partitions)]
-    out["clock"] = clock.now
+    out["clock"] = 0 if clock is None else clock["now"]
     return out
 
 
 def _track(pieces: dict[int, list[np.ndarray]], model: str,
            timeouts: Optional[Mapping[str, float]], now: int,
            sequence: bool = True) -> pd.DataFrame:
-    """Stage 2: one part's segments from every source, in time order, through one Tracker
-    (sequence-aware unless the source had no sequence numbers)."""
-    tracker = Tracker(model, capacity=1 << 12, max_capacity=1 << 28, timeouts=timeouts,
-                      flows=True)
+    """Stage 2: one part's segments from every source, in time order, through a Tracker per
+    family (sequence-aware unless the source had no sequence numbers), expiring as it goes by
+    the segments' time but never past `now`, the sources' clock at their end. (One tracker
+    for both families would expire IPv6 connections by a clock the IPv4 ones had moved.)"""
+    frames = []
     for family in (4, 6):
+        tracker = Tracker(model, capacity=1 << 12, max_capacity=1 << 28, timeouts=timeouts,
+                          flows=True, clock="manual")
         segments = np.concatenate(pieces[family])
         segments = segments[np.argsort(segments["ts"], kind="stable")]
         if not sequence:
             segments = segments[list(EVENT_DTYPE.names or ())]
         for at in range(0, len(segments), _ROWS_PER_UPDATE):
-            tracker.update(segments[at:at + _ROWS_PER_UPDATE])
-    tracker.expire(now)
-    frames = [to_pandas(flows, tracker.model.states) for family in (4, 6)
-              for flows in (tracker.pop_flows(family), tracker.live_flows(family))]
+            batch = segments[at:at + _ROWS_PER_UPDATE]
+            tracker.update(batch)
+            tracker.expire(min(int(batch["ts"][-1]), now))
+        tracker.expire(now)
+        frames += [to_pandas(flows, tracker.model.states)
+                   for flows in (tracker.pop_flows(family), tracker.live_flows(family))]
     return pd.concat(frames, ignore_index=True)
 
 
@@ -414,7 +430,10 @@ def flows_from_events(events: dd.DataFrame, columns: Optional[Mapping[str, str]]
     parsed = events.map_partitions(_parsed, partitions, ts_unit, meta=pd.DataFrame(
         {name: pd.Series(dtype=dtype) for name, dtype in _PARSED_DTYPES.items()}))
     shuffled = parsed.shuffle(on="_part", npartitions=partitions)
-    now = parsed["ts"].max()
+    clock = None        # the table's clock, in row order, partition after partition
+    for part in parsed["ts"].to_delayed():
+        clock = dask.delayed(_clock_after)(clock, part)
+    now = dask.delayed(operator.itemgetter("now"))(clock) if clock is not None else 0
     meta = _meta(model)
 
     def track(frame: pd.DataFrame, now: Any) -> pd.DataFrame:

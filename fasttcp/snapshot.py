@@ -51,6 +51,7 @@ import numpy as np
 
 from fasttcp import _engine
 from fasttcp.flows import FLOW6_DTYPE, FLOW_DTYPE
+from fasttcp.tracker import MAX_CLOCK_JUMP
 from fasttcp.models import Model
 
 if TYPE_CHECKING:
@@ -59,7 +60,7 @@ if TYPE_CHECKING:
 __all__ = ["save", "load", "SnapshotError", "FORMAT_VERSION"]
 
 MAGIC = b"FTCPSNAP"
-FORMAT_VERSION = 2     # 2: flow states hold 18 history letters
+FORMAT_VERSION = 3     # 2: flow states hold 18 history letters; 3: the events clock
 _PREFIX = struct.Struct("<8sII")     # magic, version, header length
 _ALIGN = 64
 _MODEL_ARRAYS = ("class_of", "table", "actions", "pairs")
@@ -116,8 +117,9 @@ def _seconds(value: Any, where: str) -> None:
 
 
 def _clock_jump(value: Any, where: str) -> None:
-    if value is not None and (type(value) not in (int, float) or not 0 <= value < 2**62 / 1e9):
-        _fail(where, "null or a number of seconds from 0 to 2**62 ns", value)
+    if value is not None and (type(value) not in (int, float)
+                              or not 0 <= value < MAX_CLOCK_JUMP):
+        _fail(where, f"null or a number of seconds from 0 to {MAX_CLOCK_JUMP}", value)
 
 
 def _decimal(value: Any, where: str) -> None:
@@ -169,7 +171,7 @@ _HEADER = _fields(
                          used=_int(0, _engine.MAX_CAPACITY),
                          free_head=_int(-1, _engine.MAX_CAPACITY),
                          totals=_fields(**{name: _int(0, _I64) for name in _engine.COUNT_NAMES}),
-                         evicting=_flag, wheel_tick=_int(-_I64 - 1, _I64), wheel_started=_flag,
+                         evicting=_flag, wheel_tick=_int(0, _I64 // 10**9), wheel_started=_flag,
                          evict_head=_int(0, _I64), evict_tail=_int(0, _I64)), 0, 8),
     arrays=_list(_fields(name=_text, dtype=_text, shape=_list(_int(0, _I64), 1, 3),
                          offset=_int(0, _I64), size=_int(0, _I64), crc32=_int(0, 2**32 - 1))),
@@ -476,10 +478,16 @@ def load(path: PathLike, mmap: bool = False, verify: bool = True) -> "Tracker":
         tracker._keys = tuple(int(k) for k in settings["keys"])  # type: ignore[assignment]
         tracker.now, tracker.resizes = settings["now"], settings["resizes"]
         first, bound = (tracker._shard_share(settings[k]) for k in ("capacity", "max_capacity"))
+        # the wheel never runs ahead of the tracker's clock: a crafted position far ahead
+        # would clamp every later deadline there, and nothing would expire again
+        last_tick = max(tracker.now, tracker._clock.now) // 10**9 + 1
         for spec in header["tables"]:
             # tables start at their share of capacity and grow up to that of max_capacity
             if not first <= spec["capacity"] <= bound:
                 raise ValueError(f"a table's capacity must be from {first} to {bound}")
+            if spec["wheel_tick"] > last_tick:
+                raise ValueError(f"a table's wheel_tick must be at most the clock's tick + 1 "
+                                 f"({last_tick})")
         for spec in header["tables"]:
             family, shard = spec["family"], spec["shard"]
             table = tracker._family(family)[shard]

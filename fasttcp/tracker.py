@@ -53,6 +53,8 @@ VERDICTS = ("new", "valid", "invalid", "ignored")
 #: when the next one is that far ahead too (see `Tracker`).
 DEFAULT_MAX_CLOCK_JUMP = 60.0
 DEFAULT_CLOCK_CONFIRM = 2
+#: max_clock_jump must be below this many seconds (2**62 ns: ample, and far from overflow).
+MAX_CLOCK_JUMP = 2**62 / 1e9
 
 # What memory_usage reports, by the FlowTable.nbytes_* property of each.
 _MEMORY_PARTS = ("records", "index", "expiry", "flows", "eviction", "sequence")
@@ -261,9 +263,9 @@ class Tracker:
         ahead is suspect (``stats["clock_suspect"]``) and moves nothing, until
         `clock_confirm` consecutive segments are all that far ahead, as after a genuine gap
         in a capture; the clock then moves to the earliest of them
-        (``stats["clock_jumps"]``). None follows every timestamp. The default, 60 s, lets a
-        forged far-future segment expire nothing, and delays a real gap of over a minute
-        by one segment.
+        (``stats["clock_jumps"]``). None follows every timestamp. With the default, 60 s, a
+        forged far-future segment expires no connection but possibly its own (see
+        SECURITY.md), and a real gap of over a minute is followed one segment late.
     clock_confirm : int
         Consecutive segments beyond `max_clock_jump` that make a jump real (1: every one).
     evict : bool
@@ -329,7 +331,7 @@ class Tracker:
         if clock not in ("events", "manual"):
             raise ValueError(f"clock must be 'events' or 'manual', not {clock!r}")
         self.expiry, self.clock, self.evict = bool(expiry), clock, bool(evict)
-        if max_clock_jump is not None and not 0 <= max_clock_jump < 2**62 / 1e9:
+        if max_clock_jump is not None and not 0 <= max_clock_jump < MAX_CLOCK_JUMP:
             raise ValueError(f"max_clock_jump must be a number of seconds >= 0 or None, "
                              f"not {max_clock_jump!r}")
         if isinstance(clock_confirm, bool) or not isinstance(clock_confirm, int) \
@@ -456,13 +458,18 @@ class Tracker:
             results = self._run([(self._update_table, (table, columns, outs, order, hashes,
                                                        sequence))
                                  for table, order in zip(tables, orders)], parallel)
-        unapplied = [left for _, left in results if left is not None]
-        if unapplied:
-            self._clock.restore(clock)      # the clock has not seen the events not applied
-            left = np.sort(np.concatenate(unapplied))
-            raise TableFullError(
-                f"IPv{family} table full (max_capacity={self.max_capacity}): "
-                f"{len(left)} of {n} events not applied", applied=int(left[0]), unapplied=left)
+            unapplied = [left for _, left in results if left is not None]
+            if unapplied:
+                left = np.sort(np.concatenate(unapplied))
+                if self.clock == "events":      # the clock sees the applied events only
+                    applied = np.ones(n, dtype=bool)
+                    applied[left] = False
+                    self._clock.restore(clock)
+                    self._clock.advance(np.ascontiguousarray(columns[0][applied]))
+                raise TableFullError(
+                    f"IPv{family} table full (max_capacity={self.max_capacity}): "
+                    f"{len(left)} of {n} events not applied", applied=int(left[0]),
+                    unapplied=left)
         if self.expiry and self.clock == "events" and n:
             self.expire(self._clock.now)
         results = [counts for counts, _ in results]

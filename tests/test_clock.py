@@ -217,3 +217,13 @@ def test_dask_parts_expire_by_the_capture_s_clock_not_its_latest_timestamp(forge
     latest = max(int(part["ts"].max()) for part in honest[4] if len(part))
     assert honest["clock"] == latest
     assert forged["clock"] == latest
+
+
+def test_a_table_full_error_leaves_the_clock_where_the_applied_events_took_it():
+    t = fasttcp.Tracker("conntrack", capacity=4, max_capacity=4)
+    with pytest.raises(fasttcp.TableFullError) as error:
+        t.update(**syns([T0, T0 + YEAR, T0 + S, T0 + 2 * S, T0 + 3 * S, T0 + 4 * S]))
+    assert error.value.unapplied.tolist() == [4, 5]
+    assert t.stats["clock_suspect"] == 1          # the forged one was applied, and seen
+    t.update(**syns([T0 + 2 * S], first_port=1))   # a segment of a connection it holds
+    assert t.now == T0 + 2 * S and t.stats["clock_jumps"] == 0

@@ -255,3 +255,44 @@ def test_a_dataset_is_written_whole_and_never_over_a_directory(client, rotated, 
     result = on_dask.analyze(parts, flows_path=str(out))
     assert len(pd.read_parquet(out)) == result.flows
     assert sorted(os.listdir(tmp_path)) == ["flows.parquet", "new.parquet"]
+
+
+# -- forged timestamps ------------------------------------------------------------------------
+
+S = 10**9
+T0 = 1_700_000_000 * S
+YEAR = 365 * 86400 * S
+
+
+def syn_table(n):
+    return pd.DataFrame({"ts": [T0 // S + i * 0.1 for i in range(n)],
+                         "src": [f"10.0.0.{i % 200 + 1}" for i in range(n)],
+                         "sport": list(range(1000, 1000 + n)), "dst": ["10.9.9.9"] * n,
+                         "dport": [80] * n, "flags": ["S"] * n})
+
+
+def test_one_forged_timestamp_in_an_event_table_expires_nothing(client):
+    """Every part used to expire by the table's largest timestamp."""
+    table = syn_table(50)
+    table.loc[25, "ts"] += YEAR / S
+    flows = on_dask.flows_from_events(dd.from_pandas(table, npartitions=2),
+                                      model="conntrack", ts_unit="s").compute()
+    assert len(flows) == 50 and (flows["ended"] == "live").all()
+
+
+def test_forged_timestamps_sorted_together_confirm_nothing():
+    """A part is tracked in time order, where two forged segments far apart in the capture
+    sit side by side; they must not confirm a jump there that one process never makes."""
+    seg = np.zeros(100, dtype=fasttcp.SEGMENT_DTYPE)
+    seg["ts"] = T0 + np.arange(100) * S // 10
+    seg["src"], seg["dst"], seg["dport"], seg["flags"], seg["wscale"] = 1, 2, 80, 0x02, -1
+    seg["sport"] = np.arange(1000, 1100)
+    seg["ts"][[30, 70]] += YEAR
+    one = fasttcp.Tracker("conntrack", flows=True)
+    one.update(seg)
+    assert len(one) == 100 and one.stats["clock_jumps"] == 0
+    clock = on_dask._clock_after(None, seg["ts"])["now"]
+    assert clock == T0 + 99 * S // 10
+    flows = on_dask._track({4: [seg], 6: [np.zeros(0, fasttcp.SEGMENT6_DTYPE)]}, "conntrack",
+                           None, clock)
+    assert len(flows) == 100 and (flows["ended"] == "live").all()

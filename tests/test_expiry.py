@@ -361,3 +361,15 @@ def test_memory_per_connection_of_max_capacity_is_what_security_md_states(family
     assert usage["sequence"] > 0 and usage["flows"] > 0 and usage["eviction"] > 0
     worst = usage["total"] - usage["expiry"] + table.max_nbytes_expiry
     assert worst <= per_connection * capacity + (1 << 20)
+
+
+def test_a_deadline_at_the_end_of_time_still_comes():
+    """INT64_MAX as a deadline is not "never": only a timeout of never is."""
+    end = np.iinfo(np.int64).max
+    t = fasttcp.Tracker("conntrack", timeouts={"CLOSE": 10}, clock="manual")
+    ref = ReferenceTracker("conntrack", timeouts=t.timeouts)
+    for tracker in (t, ref):
+        handshake(tracker, end - 20 * S)
+        segment(tracker, end - 10 * S, RST | ACK)        # CLOSE: due at INT64_MAX exactly
+        tracker.expire(end)
+    assert len(t) == len(ref) == 0

@@ -296,6 +296,11 @@ def setter(*keys_and_value):
     (lambda h: h["tables"].append(dict(h["tables"][0])), "shards"),
     (lambda h: h["tracker"].pop("clock"), "tracker"),
     (lambda h: h.update(extra=1), "exactly"),
+    (setter("tables", 0, "wheel_tick", 2**62), r"tables\[0\].wheel_tick"),
+    # ahead by 2**32 ticks: every due tick still within a revolution (they are modulo 2**32),
+    # but every later deadline would be clamped there, and nothing would expire again
+    (lambda h: h["tables"][0].update(wheel_tick=h["tables"][0]["wheel_tick"] + 2**32),
+     "wheel_tick must be at most"),
     (setter("tracker", "max_clock_jump", -1.0), "tracker.max_clock_jump"),
     (setter("tracker", "clock_confirm", 0), "tracker.clock_confirm"),
     (setter("tracker", "event_clock", "now", -5), "tracker.event_clock.now"),
