@@ -122,7 +122,8 @@ cdef struct wheel_t:
     bucket_t* slots             # WHEEL_SLOTS of them
     int64_t tick                # the first tick not yet wholly processed
     bint started                # tick is set (by the first connection scheduled)
-    intp_t allocated            # entries allocated over all slots (see wheel_bound)
+    intp_t allocated            # entries allocated over all slots
+    intp_t limit                # past this many, the wheel is compacted (wheel_bound)
 
 
 # The hash index and bookkeeping of one address family's table.

@@ -772,7 +772,7 @@ cdef int compact_wheel(table_t* t, const conn_t* recs) noexcept nogil:
 
 
 cdef inline int bound_wheel(table_t* t, const conn_t* recs) noexcept nogil:
-    if t.wheel.allocated > wheel_bound(t):
+    if t.wheel.allocated > t.wheel.limit:
         return compact_wheel(t, recs)
     return 0
 
@@ -1816,6 +1816,7 @@ cdef class FlowTable:
         self.t.id_mask = (1 << self.t.id_bits) - 1
         self.t.tag_mask = (1 << (32 - self.t.id_bits)) - 1
         self.t.max_filled = min(int(nslots * MAX_FILL), nslots - 1)
+        self.t.wheel.limit = wheel_bound(&self.t)
         self._rebuild()
 
     cdef void* _records_ptr(self):
@@ -2447,27 +2448,34 @@ cdef class EventClock:
         """Takes a batch's timestamps, in order (each >= 0). Returns the clock."""
         cdef intp_t i, n = ts.shape[0]
         cdef int64_t t
+        # in locals, so that the loop keeps them in registers
+        cdef int64_t now = self.now, max_jump = self.max_jump, run_min = self.run_min
+        cdef int64_t suspect = self.suspect, jumps = self.jumps
+        cdef intp_t run = self.run, confirm = self.confirm
+        cdef bint started = self.started
         with nogil:
             for i in range(n):
                 t = ts[i]
-                if not self.started or self.max_jump < 0:
-                    self.started = True
-                    if t > self.now:
-                        self.now = t
-                elif t - self.now <= self.max_jump:
-                    self.run = 0
-                    if t > self.now:
-                        self.now = t
+                if not started or max_jump < 0:
+                    started = True
+                    if t > now:
+                        now = t
+                elif t - now <= max_jump:
+                    run = 0
+                    if t > now:
+                        now = t
                 else:
-                    self.suspect += 1
-                    if self.run == 0 or t < self.run_min:
-                        self.run_min = t
-                    self.run += 1
-                    if self.run >= self.confirm:
-                        self.now = self.run_min
-                        self.run = 0
-                        self.jumps += 1
-        return self.now
+                    suspect += 1
+                    if run == 0 or t < run_min:
+                        run_min = t
+                    run += 1
+                    if run >= confirm:
+                        now = run_min
+                        run = 0
+                        jumps += 1
+        self.now, self.started, self.run, self.run_min = now, started, run, run_min
+        self.suspect, self.jumps = suspect, jumps
+        return now
 
     def state(self):
         """Everything `restore` needs, as a dict of ints."""
