@@ -53,3 +53,37 @@ def test_update_with_and_without_expiry(benchmark, million, expiry):
     t.update(**setup)
     benchmark.pedantic(lambda: t.update(**traffic), rounds=7, warmup_rounds=1)
     benchmark.extra_info["events_per_s"] = 1_000_000 / benchmark.stats.stats.median
+
+
+def test_wheel_memory_under_churn(benchmark):
+    """Expiry memory at a full table with eviction under random flags, an hour of capture
+    time per round (100 segments/s on 16K connections): the bytes per connection of capacity
+    the wheel reaches, which the compaction bound keeps flat however long the churn runs."""
+    capacity = 1 << 14
+    t = Tracker("conntrack", capacity=capacity, max_capacity=capacity, evict=True, seed=1)
+    (table,) = t._family(4)
+    rng = np.random.default_rng(0)
+    pool = np.array([0x02, 0x12, 0x10, 0x18, 0x11, 0x04, 0x14, 0x01, 0x00], dtype=np.uint8)
+    peaks = []
+    hour = [0]
+
+    def churn():
+        start = hour[0] * 3600
+        for second in range(start, start + 3600, 10):
+            n = 1000
+            ts = (1_700_000_000 + second) * S + np.sort(rng.integers(0, 10 * S, n))
+            client = (0x0A000000 + rng.integers(0, 4 * capacity, n)).astype(np.uint32)
+            forward = rng.random(n) < 0.5
+            t.update(ts, np.where(forward, client, 0xC0000201).astype(np.uint32),
+                     np.where(forward, 40000, 80).astype(np.uint16),
+                     np.where(forward, 0xC0000201, client).astype(np.uint32),
+                     np.where(forward, 80, 40000).astype(np.uint16),
+                     pool[rng.integers(0, len(pool), n)])
+            peaks.append(table.nbytes_expiry)
+        hour[0] += 1
+
+    benchmark.pedantic(churn, rounds=4)
+    benchmark.extra_info["expiry_bytes_per_connection_peak"] = max(peaks) / capacity
+    benchmark.extra_info["expiry_bytes_per_connection_last_hour"] = max(peaks[-360:]) / capacity
+    benchmark.extra_info["bound_bytes_per_connection"] = table.max_nbytes_expiry / capacity
+    assert max(peaks) <= table.max_nbytes_expiry
