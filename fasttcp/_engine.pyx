@@ -997,8 +997,21 @@ cdef inline void stage_hash(ring_t* ring, probe_t ix, const table_t* t, const co
 cdef inline void stage_walk(ring_t* ring, probe_t ix, const table_t* t, const conn_t* recs,
                             intp_t j) noexcept nogil:
     cdef intp_t k = j & (RING - 1)
-    ring.walked[k] = walk_tags(ix, recs, ring.hash[k], ring.home[k], &ring.tomb[k])
+    cdef uint64_t p = walk_tags(ix, recs, ring.hash[k], ring.home[k], &ring.tomb[k])
+    cdef uint32_t slot = ix.index[p]
+    cdef intp_t rid
+    ring.walked[k] = p
     ring.walked_at[k] = t.slot_changes
+    if slot >= SLOT_ID_BIAS:
+        # the matched record's side arrays are read with it: fetch them too, or each segment
+        # of a sequence-aware or flow-keeping tracker waits for them from memory
+        rid = <intp_t>(slot & ix.id_mask) - SLOT_ID_BIAS
+        if t.seq != NULL:
+            FT_PREFETCH(&t.seq[rid])
+            FT_PREFETCH((<const char*>&t.seq[rid]) + sizeof(seq_t) - 1)
+        if t.flows != NULL:
+            FT_PREFETCH(&t.flows[rid])
+            FT_PREFETCH((<const char*>&t.flows[rid]) + sizeof(flow_t) - 1)
 
 
 cdef inline uint64_t probe_start(const ring_t* ring, const table_t* t, intp_t i,
