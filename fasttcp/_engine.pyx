@@ -26,6 +26,7 @@ from libc.stdint cimport INT64_MAX
 from libc.stdlib cimport calloc, free
 from libc.string cimport memcmp, memcpy, memset
 
+from fasttcp._pcap cimport seg4_t, seg6_t
 from fasttcp._typedefs cimport int8_t, int64_t, intp_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdint cimport int32_t
 
@@ -561,6 +562,54 @@ cdef inline uint8_t conn_state(const flow_t* f, uint64_t orig_bytes,
     if o == Z_ESTABLISHED and r == Z_ESTABLISHED:
         return CS_S1
     return CS_OTH
+
+
+def split_segments(rows, int family):
+    """The columns of contiguous SEGMENT_DTYPE (family 4) or SEGMENT6_DTYPE (6) rows, in one
+    pass over them where numpy would take one per field: (ts, src, sport, dst, dport, flags,
+    length, seq, ack, window, wscale), each contiguous; IPv6 addresses as (n, 16) uint8."""
+    cdef const uint8_t[::1] raw = rows.view(np.uint8).ravel()
+    cdef intp_t n = rows.shape[0], i
+    if family == 4:
+        src, dst = np.empty(n, np.uint32), np.empty(n, np.uint32)
+    else:
+        src, dst = np.empty((n, 16), np.uint8), np.empty((n, 16), np.uint8)
+    out = (np.empty(n, np.int64), src, np.empty(n, np.uint16), dst,
+           np.empty(n, np.uint16), np.empty(n, np.uint8), np.empty(n, np.uint32),
+           np.empty(n, np.uint32), np.empty(n, np.uint32), np.empty(n, np.uint16),
+           np.empty(n, np.int8))
+    if n == 0:
+        return out
+    if raw.shape[0] != n * <intp_t>(sizeof(seg4_t) if family == 4 else sizeof(seg6_t)):
+        raise ValueError("rows must be contiguous SEGMENT_DTYPE or SEGMENT6_DTYPE rows")
+    cdef int64_t[::1] ts = out[0]
+    cdef uint16_t[::1] sport = out[2], dport = out[4], window = out[9]
+    cdef uint8_t[::1] flags = out[5]
+    cdef uint32_t[::1] length = out[6], seq = out[7], ack = out[8]
+    cdef int8_t[::1] wscale = out[10]
+    cdef uint32_t[::1] src4, dst4
+    cdef uint8_t[:, ::1] src6, dst6
+    cdef const seg4_t* r4 = <const seg4_t*>&raw[0]
+    cdef const seg6_t* r6 = <const seg6_t*>&raw[0]
+    if family == 4:
+        src4, dst4 = out[1], out[3]
+        with nogil:
+            for i in range(n):
+                ts[i], src4[i], dst4[i] = r4[i].ts, r4[i].src, r4[i].dst
+                sport[i], dport[i], flags[i] = r4[i].sport, r4[i].dport, r4[i].flags
+                length[i], seq[i], ack[i] = r4[i].length, r4[i].seq, r4[i].ack
+                window[i], wscale[i] = r4[i].window, r4[i].wscale
+    else:
+        src6, dst6 = out[1], out[3]
+        with nogil:
+            for i in range(n):
+                ts[i] = r6[i].ts
+                memcpy(&src6[i, 0], r6[i].src, 16)
+                memcpy(&dst6[i, 0], r6[i].dst, 16)
+                sport[i], dport[i], flags[i] = r6[i].sport, r6[i].dport, r6[i].flags
+                length[i], seq[i], ack[i] = r6[i].length, r6[i].seq, r6[i].ack
+                window[i], wscale[i] = r6[i].window, r6[i].wscale
+    return out
 
 
 def zeek_columns(const uint8_t[::1] flow_states, const uint8_t[::1] status,

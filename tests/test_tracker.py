@@ -8,7 +8,7 @@ import pytest
 from helpers import CLIENT, SERVER, run, script, snapshot
 
 import fasttcp
-from fasttcp import EVENT6_DTYPE, EVENT_DTYPE, TableFullError, Tracker, addresses
+from fasttcp import EVENT6_DTYPE, EVENT_DTYPE, TableFullError, Tracker, _engine, addresses
 from fasttcp.models import ACK, FIN, PSH, RST, SYN
 
 HANDSHAKE = [("c", SYN), ("s", SYN | ACK), ("c", ACK)]
@@ -333,7 +333,6 @@ def test_misaligned_inputs_give_the_same_result():
 
 
 def test_model_arrays_are_copied_and_checked_by_the_engine():
-    from fasttcp import _engine
     from fasttcp.models import conntrack
     m = conntrack()
     t = Tracker(m, capacity=8, seed=17)
@@ -456,3 +455,29 @@ def test_memory_usage_counts_every_part_as_tracemalloc_sees_it():
     assert t.bytes_per_connection() == usage["total"] / (1 << 16)
     # the wheel's slot headers come from calloc, which tracemalloc does not see
     assert abs(traced - usage["total"]) <= 0.02 * usage["total"]
+
+
+@pytest.mark.parametrize("dtype, family", [(fasttcp.SEGMENT_DTYPE, 4),
+                                           (fasttcp.SEGMENT6_DTYPE, 6)])
+def test_segment_rows_split_in_one_pass_as_numpy_splits_them(dtype, family):
+    rng = np.random.default_rng(family)
+    rows = np.frombuffer(rng.integers(0, 256, 1000 * dtype.itemsize, dtype=np.uint8).tobytes(),
+                         dtype=dtype)
+    columns = _engine.split_segments(rows, family)
+    names = ("ts", "src", "sport", "dst", "dport", "flags", "length", "seq", "ack", "window",
+             "wscale")
+    for name, column in zip(names, columns):
+        assert column.flags.c_contiguous
+        assert np.array_equal(column, rows[name]), name
+    assert all(len(c) == 0 for c in _engine.split_segments(rows[:0], family))
+
+
+def test_segment_rows_strided_or_contiguous_track_alike():
+    with fasttcp.open_capture(fasttcp.SAMPLE_CAPTURE) as cap:
+        segments = np.concatenate([batch.ipv4 for batch in cap])
+    every_other = segments[::2]                    # not contiguous: field by field
+    a, b = Tracker(seed=1, flows=True), Tracker(seed=1, flows=True)
+    a.update(every_other)
+    b.update(every_other.copy())                   # contiguous: split in one pass
+    assert a.stats == b.stats and a.histogram() == b.histogram()
+    assert np.array_equal(a.records(), b.records())
