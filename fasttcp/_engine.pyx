@@ -564,12 +564,33 @@ cdef inline uint8_t conn_state(const flow_t* f, uint64_t orig_bytes,
     return CS_OTH
 
 
+ctypedef fused segment_t:
+    seg4_t
+    seg6_t
+
+
+cdef void split_rows(const segment_t* rows, intp_t n, int64_t* ts, uint8_t* src,
+                     uint16_t* sport, uint8_t* dst, uint16_t* dport, uint8_t* flags,
+                     uint32_t* length, uint32_t* seq, uint32_t* ack, uint16_t* window,
+                     int8_t* wscale) noexcept nogil:
+    """Each row's fields into the columns; addresses as bytes, 4 or 16 a row."""
+    cdef intp_t i
+    cdef size_t width = sizeof(rows[0].src)
+    for i in range(n):
+        ts[i] = rows[i].ts
+        memcpy(src + i * width, &rows[i].src, width)
+        memcpy(dst + i * width, &rows[i].dst, width)
+        sport[i], dport[i], flags[i] = rows[i].sport, rows[i].dport, rows[i].flags
+        length[i], seq[i], ack[i] = rows[i].length, rows[i].seq, rows[i].ack
+        window[i], wscale[i] = rows[i].window, rows[i].wscale
+
+
 def split_segments(rows, int family):
     """The columns of contiguous SEGMENT_DTYPE (family 4) or SEGMENT6_DTYPE (6) rows, in one
     pass over them where numpy would take one per field: (ts, src, sport, dst, dport, flags,
     length, seq, ack, window, wscale), each contiguous; IPv6 addresses as (n, 16) uint8."""
     cdef const uint8_t[::1] raw = rows.view(np.uint8).ravel()
-    cdef intp_t n = rows.shape[0], i
+    cdef intp_t n = rows.shape[0]
     if family == 4:
         src, dst = np.empty(n, np.uint32), np.empty(n, np.uint32)
     else:
@@ -583,32 +604,21 @@ def split_segments(rows, int family):
     if raw.shape[0] != n * <intp_t>(sizeof(seg4_t) if family == 4 else sizeof(seg6_t)):
         raise ValueError("rows must be contiguous SEGMENT_DTYPE or SEGMENT6_DTYPE rows")
     cdef int64_t[::1] ts = out[0]
+    cdef uint8_t[::1] src_bytes = src.view(np.uint8).ravel()
+    cdef uint8_t[::1] dst_bytes = dst.view(np.uint8).ravel()
     cdef uint16_t[::1] sport = out[2], dport = out[4], window = out[9]
     cdef uint8_t[::1] flags = out[5]
     cdef uint32_t[::1] length = out[6], seq = out[7], ack = out[8]
     cdef int8_t[::1] wscale = out[10]
-    cdef uint32_t[::1] src4, dst4
-    cdef uint8_t[:, ::1] src6, dst6
-    cdef const seg4_t* r4 = <const seg4_t*>&raw[0]
-    cdef const seg6_t* r6 = <const seg6_t*>&raw[0]
-    if family == 4:
-        src4, dst4 = out[1], out[3]
-        with nogil:
-            for i in range(n):
-                ts[i], src4[i], dst4[i] = r4[i].ts, r4[i].src, r4[i].dst
-                sport[i], dport[i], flags[i] = r4[i].sport, r4[i].dport, r4[i].flags
-                length[i], seq[i], ack[i] = r4[i].length, r4[i].seq, r4[i].ack
-                window[i], wscale[i] = r4[i].window, r4[i].wscale
-    else:
-        src6, dst6 = out[1], out[3]
-        with nogil:
-            for i in range(n):
-                ts[i] = r6[i].ts
-                memcpy(&src6[i, 0], r6[i].src, 16)
-                memcpy(&dst6[i, 0], r6[i].dst, 16)
-                sport[i], dport[i], flags[i] = r6[i].sport, r6[i].dport, r6[i].flags
-                length[i], seq[i], ack[i] = r6[i].length, r6[i].seq, r6[i].ack
-                window[i], wscale[i] = r6[i].window, r6[i].wscale
+    with nogil:
+        if family == 4:
+            split_rows(<const seg4_t*>&raw[0], n, &ts[0], &src_bytes[0], &sport[0],
+                       &dst_bytes[0], &dport[0], &flags[0], &length[0], &seq[0], &ack[0],
+                       &window[0], &wscale[0])
+        else:
+            split_rows(<const seg6_t*>&raw[0], n, &ts[0], &src_bytes[0], &sport[0],
+                       &dst_bytes[0], &dport[0], &flags[0], &length[0], &seq[0], &ack[0],
+                       &window[0], &wscale[0])
     return out
 
 
@@ -1944,7 +1954,6 @@ cdef class FlowTable:
         dtype = CONN4_DTYPE if self.family == 4 else CONN6_DTYPE
         cdef intp_t used = counters["used"], n_states = self.t.n_states
         cdef int64_t free_head = counters["free_head"]
-        cdef intp_t i
         shape = (self.t.capacity,)
         if records.dtype != dtype or records.shape != shape:
             raise ValueError(f"records must be {self.t.capacity} rows of the table's record "
@@ -2044,9 +2053,7 @@ cdef class FlowTable:
         if due is not None:
             free_wheel(self.t.wheel.slots)
             self.t.wheel.slots = slots
-            self.t.wheel.allocated = 0
-            for i in range(WHEEL_SLOTS):
-                self.t.wheel.allocated += slots[i].cap
+            self.t.wheel.allocated = s.n_entries     # wheel_from_lists allocates no slack
             self._due = due
             self.t.due = <uint32_t*>cnp.PyArray_DATA(due)
             self.t.wheel.tick, self.t.wheel.started = s.wheel_tick, s.wheel_started
