@@ -441,8 +441,9 @@ class Tracker:
                     np.zeros(n, dtype=np.uint8))
         with self._lock:
             tables = self._family(family)
-            clock = self._clock.state()
+            clock = None                        # the clock before this batch, if it moves
             if self.clock == "events" and n:
+                clock = self._clock.state()
                 limit = self._clock.advance(columns[0])
             else:
                 limit = self.now
@@ -462,7 +463,7 @@ class Tracker:
             unapplied = [left for _, left in results if left is not None]
             if unapplied:
                 left = np.sort(np.concatenate(unapplied))
-                if self.clock == "events":      # the clock sees the applied events only
+                if clock is not None:           # the clock sees the applied events only
                     applied = np.ones(n, dtype=bool)
                     applied[left] = False
                     self._clock.restore(clock)
