@@ -165,8 +165,9 @@ T0 = 10**13         # late enough for timestamps to go back a while
 MASK = 0xFFFFFFFF
 # What a scripted segment is: the connection's next step in `SCRIPT`, or out of turn a
 # handshake step, an ack, data, a FIN, a RST (bare or with ACK), the sender's previous segment
-# again, a new SYN with a fresh ISN (reopening the key), or any flags byte at the sender's next
-# sequence number. The direction of an out-of-turn segment is drawn.
+# again (any flags byte if it sent none), a new SYN with a fresh ISN (reopening the key), or any
+# flags byte at the sender's next sequence number. The direction of an out-of-turn segment is
+# drawn.
 KINDS = ("syn", "synack", "ack", "data", "fin", "rst", "rstack", "again", "reopen", "flags")
 KIND_FLAGS = {"syn": SYN, "synack": SYN | ACK, "ack": ACK, "data": PSH | ACK, "fin": FIN | ACK,
               "rst": RST, "rstack": RST | ACK, "reopen": SYN}
@@ -247,6 +248,7 @@ def scripted_segments(family, isns, steps):
         seq, ack = (nxt[conn, d] + dseq) & MASK, (nxt[conn, 1 - d] + dack) & MASK
         end = (seq + length + bool(flags & SYN) + bool(flags & FIN)) & MASK
         notes.append(dict(kind=kind, dseq=dseq, dack=dack, wraps=end < seq,
+                          closed={(conn, 0), (conn, 1)} <= fin_sent,
                           acks_fin=bool(flags & ACK) and (conn, 1 - d) in fin_sent,
                           scaled=bool(flags & SYN) and wscale >= 0 and (conn, 1 - d) in scaled))
         if flags & SYN:
@@ -362,7 +364,7 @@ def label_cases(notes, results, stats_after, flows):
         if note["wraps"] and note["dseq"] == 0 and "out_of_window" not in did:
             event("a segment across the 32-bit wrap, in window")
         if note["kind"] == "reopen" and verdict == "new":
-            event("a reopen with a fresh ISN")
+            event(f"a reopen with a fresh ISN{' after both FINs' if note['closed'] else ''}")
         if note["acks_fin"] and note["dack"] in (0, -1):
             event(f"an ACK {'covering' if note['dack'] == 0 else 'one short of'} the peer's FIN")
         if note["scaled"]:
