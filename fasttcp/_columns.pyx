@@ -23,9 +23,11 @@ _ADDR6 = np.dtype((np.uint8, (16,)))
 _NAMES = ("ts", "src", "sport", "dst", "dport", "flags", "length", "seq", "ack", "window",
           "wscale")
 _DTYPES = (_I64, _U32, _U16, _U32, _U16, _U8, _U32, _U32, _U32, _U16, _I8)
-_REQUIRED = frozenset(("ts", "src", "dst", "sport", "dport", "flags"))
-
 DEF MAX_FIELDS = 11
+cdef int _TYPENUMS[MAX_FIELDS]          # the type number of each of _DTYPES
+for _c, _dtype in enumerate(_DTYPES):
+    _TYPENUMS[_c] = _dtype.num
+_REQUIRED = frozenset(("ts", "src", "dst", "sport", "dport", "flags"))
 
 
 cdef inline bint _ready(object arr, int typenum, intp_t n):
@@ -130,41 +132,67 @@ cdef void split_fields(const char* rows, intp_t n, intp_t itemsize, const field_
                 memcpy(fields[j].out + 16 * i, row + fields[j].offset, 16)
 
 
-cdef list _split(cnp.ndarray events):
-    """The columns of a 1-D C-contiguous structured array whose fields (of those in _NAMES)
-    all have the exact column dtypes, in one pass over its rows; None if one does not (or
-    the addresses are of two families). Absent fields give None; IPv6 addresses come as
-    uint8 (n, 16), as separate columns would."""
-    fields = events.dtype.fields
+# Split plans by dtype object (the rows of one capture or one array share it), with the dtype
+# itself so that the id stays its own: a structured dtype's hash and comparisons cost
+# microseconds, more than splitting a small batch.
+cdef dict _plans = {}
+DEF MAX_PLANS = 64
+
+
+cdef object _plan(object dtype):
+    """[(column, offset, size)] of the fields to split out of `dtype`'s rows, or None when a
+    field (of those in _NAMES) does not have its column's exact dtype, the addresses are of
+    two families or a required field is missing."""
+    cached = _plans.get(id(dtype))
+    if cached is not None and cached[0] is dtype:
+        return cached[1]
+    fields = dtype.fields
+    plan = []
+    families = set()
+    for c, (name, column) in enumerate(zip(_NAMES, _DTYPES)):
+        field = fields.get(name)
+        if field is None:
+            continue
+        if name in ("src", "dst"):
+            families.add(6 if field[0] == _ADDR6 else 4)
+            if field[0] == _ADDR6:
+                column = _ADDR6
+        if field[0] != column:
+            plan = None
+            break
+        plan.append((c, field[1], field[0].itemsize))
+    if len(families) > 1 or not _REQUIRED <= set(fields):
+        plan = None                 # the general path says what is wrong
+    if len(_plans) >= MAX_PLANS:
+        _plans.clear()
+    _plans[id(dtype)] = (dtype, plan)
+    return plan
+
+
+cdef list _split(cnp.ndarray events, list plan):
+    """The columns `plan` names of a 1-D C-contiguous structured array, in one pass over its
+    rows. Absent fields give None; IPv6 addresses come as uint8 (n, 16), as separate
+    columns would."""
     cdef field_t spec[MAX_FIELDS]
     cdef int k = 0
     cdef intp_t n = cnp.PyArray_DIM(events, 0)
     cdef list out = [None] * len(_NAMES)
-    family = None
-    for c, (name, dtype) in enumerate(zip(_NAMES, _DTYPES)):
-        field = fields.get(name)
-        if field is None:
-            continue
-        if name in ("src", "dst") and field[0] == _ADDR6:
-            if family == 4:
-                return None
-            family = 6
-            column = np.empty((n, 16), dtype=_U8)
-        elif field[0] == dtype:
-            if name in ("src", "dst"):
-                if family == 6:
-                    return None
-                family = 4
-            column = np.empty(n, dtype=dtype)
+    cdef cnp.npy_intp dims[2]
+    dims[0] = n
+    for c, offset, size in plan:
+        # the C API: np.empty costs most of a small batch's split
+        if size == 16:
+            dims[1] = 16
+            column = cnp.PyArray_EMPTY(2, dims, cnp.NPY_UINT8, 0)
         else:
-            return None
-        spec[k].offset = field[1]
-        spec[k].size = field[0].itemsize
+            column = cnp.PyArray_EMPTY(1, dims, _TYPENUMS[c], 0)
+        spec[k].offset = offset
+        spec[k].size = size
         spec[k].out = <char*>cnp.PyArray_DATA(column)
         k += 1
         out[c] = column
     cdef const char* rows = <const char*>cnp.PyArray_DATA(events)
-    cdef intp_t itemsize = events.dtype.itemsize
+    cdef intp_t itemsize = cnp.PyArray_ITEMSIZE(events)
     with nogil:
         split_fields(rows, n, itemsize, spec, k)
     return out
@@ -172,17 +200,19 @@ cdef list _split(cnp.ndarray events):
 
 cdef list _structured(object events, tuple others):
     """The columns of a structured batch, as separate arguments would give them."""
-    if any(c is not None for c in others):
-        raise TypeError("pass either one structured array or separate columns")
+    for other in others:
+        if other is not None:
+            raise TypeError("pass either one structured array or separate columns")
+    if (type(events) is np.ndarray and cnp.PyArray_NDIM(<cnp.ndarray>events) == 1
+            and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>events)):
+        plan = _plan(events.dtype)
+        if plan is not None:
+            return _split(events, plan)
     names = events.dtype.names
     missing = _REQUIRED - set(names)
     if missing:
         raise ValueError(f"structured events lack fields {sorted(missing)}; "
                          f"see fasttcp.EVENT_DTYPE")
-    if type(events) is np.ndarray and events.ndim == 1 and events.flags.c_contiguous:
-        columns = _split(events)
-        if columns is not None:
-            return columns
     return [events[name] if name in names else None for name in _NAMES]
 
 
@@ -225,8 +255,10 @@ def batch_columns(ts, src=None, sport=None, dst=None, dport=None, flags=None, le
     sport = _column("sport", sport, _U16, cnp.NPY_UINT16, n)
     dport = _column("dport", dport, _U16, cnp.NPY_UINT16, n)
     flags = _column("flags", flags, _U8, cnp.NPY_UINT8, n)
+    cdef cnp.npy_intp dims[1]
+    dims[0] = n
     if length is None:
-        length = np.zeros(n, dtype=_U32)
+        length = cnp.PyArray_ZEROS(1, dims, cnp.NPY_UINT32, 0)
     else:
         length = _column("length", length, _U32, cnp.NPY_UINT32, n)
     sequence = None
