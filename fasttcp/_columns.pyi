@@ -22,4 +22,6 @@ def batch_columns(
     ack: Any = ...,
     window: Any = ...,
     wscale: Any = ...,
-) -> tuple[Any, ...]: ...  # family, ts, src, sport, dst, dport, flags, length, sequence
+) -> tuple[
+    int, tuple[npt.NDArray[Any], ...], tuple[npt.NDArray[Any], ...] | None
+]: ...  # family, (ts, src, sport, dst, dport, flags, length), (seq, ack, window, wscale)

@@ -236,9 +236,9 @@ def batch_columns(ts, src=None, sport=None, dst=None, dport=None, flags=None, le
                   seq=None, ack=None, window=None, wscale=None):
     """Checks one batch as `Tracker.update` takes it and returns its columns.
 
-    Returns (family, ts, src, sport, dst, dport, flags, length, sequence): each column 1-D,
-    contiguous, aligned and of the engine's dtype (int64, uint32 or uint64 (n, 2), uint16,
-    uint32 or uint64 (n, 2), uint16, uint8, uint32), `length` zeros when absent, and
+    Returns (family, (ts, src, sport, dst, dport, flags, length), sequence): each column
+    1-D, contiguous, aligned and of the engine's dtype (int64, uint32 or uint64 (n, 2),
+    uint16, uint32 or uint64 (n, 2), uint16, uint8, uint32), `length` zeros when absent, and
     `sequence` (seq, ack, window, wscale) or None. Raises TypeError or ValueError naming the
     argument at fault; nothing is changed.
     """
@@ -274,4 +274,4 @@ def batch_columns(ts, src=None, sport=None, dst=None, dport=None, flags=None, le
                     _column("window", window, _U16, cnp.NPY_UINT16, n), wscale)
     elif wscale is not None:
         raise TypeError("wscale needs seq, ack and window")
-    return family, ts, src, sport, dst, dport, flags, length, sequence
+    return family, (ts, src, sport, dst, dport, flags, length), sequence

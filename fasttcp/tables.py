@@ -98,10 +98,11 @@ class TableSet:
         `limit` (ns). Returns the counts and the indices of the events not applied (None if
         every one was). Every shard runs to its end, full or not."""
         tables = self.tables
+        if len(tables) == 1:
+            tables[0].set_clock_limit(limit)
+            return self._update_table(tables[0], columns, outs, None, None, sequence)
         for table in tables:
             table.set_clock_limit(limit)
-        if len(tables) == 1:
-            return self._update_table(tables[0], columns, outs, None, None, sequence)
         parallel = len(columns[0]) >= PARALLEL_MIN_EVENTS
         orders, hashes = self.split(columns, parallel, run)
         results = run([(self._update_table, (table, columns, outs, order, hashes, sequence))
@@ -132,6 +133,8 @@ class TableSet:
         as it asks. Returns the counts and, if the table filled up, the events not applied."""
         n = len(columns[0]) if order is None else len(order)
         stop, counts = table.update(*columns, 0, *outs, order, hashes, sequence)
+        if stop == n and not table.ended_count:
+            return counts, None
         while True:
             if stop < n and not table.ended_full and not self.make_room(table):
                 self.collect(table)

@@ -380,18 +380,19 @@ class Tracker:
             When a new connection does not fit and the table may not grow; ``err.unapplied``
             lists the events that were not applied (every other one was).
         """
-        family, *valid, sequence = batch_columns(ts, src, sport, dst, dport, flags, length,
-                                                 seq, ack, window, wscale)
-        columns = tuple(valid)  # ts, src, sport, dst, dport, flags, length
+        family, columns, sequence = batch_columns(ts, src, sport, dst, dport, flags, length,
+                                                  seq, ack, window, wscale)
         n = len(columns[0])
         outs: tuple = (None, None, None)
         if return_events:
             outs = (np.full(n, -1, dtype=np.int64), np.zeros(n, dtype=np.uint8),
                     np.zeros(n, dtype=np.uint8))
         with self._lock:
-            tables = self._table_set(family)
+            tables = self._sets.get(family)
+            if tables is None:
+                tables = self._table_set(family)
             clock = None                        # the clock before this batch, if it moves
-            if self.clock == "events" and n:
+            if n and self.clock == "events":
                 clock = self._clock.state()
                 limit = self._clock.advance(columns[0])
             else:
@@ -408,7 +409,7 @@ class Tracker:
                     f"{len(left)} of {n} events not applied", applied=int(left[0]),
                     unapplied=left)
             if clock is not None and self.expiry:
-                self._expire(self._clock.now)
+                self._expire(limit)
         return UpdateResult(counts["new"], counts["valid"], counts["invalid"], counts["ignored"],
                             *outs)
 
@@ -442,7 +443,10 @@ class Tracker:
         """`expire`, with the lock held."""
         if now > self.now:
             self.now = now
-        return sum(tables.expire(self.now) for tables in self._sets.values())
+        total = 0
+        for tables in self._sets.values():
+            total += tables.expire(self.now)
+        return total
 
     def pop_flows(self, family: int = 4) -> np.ndarray:
         """Flow rows (FLOW_DTYPE / FLOW6_DTYPE) of the family's connections that left the
