@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import threading
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Any, Callable, Mapping, NamedTuple, Optional
 
 import numpy as np
 
@@ -209,7 +209,8 @@ class TableSet:
     # ---- lookups and aggregates
 
     def lookup_many(self, src: np.ndarray, sport: np.ndarray, dst: np.ndarray,
-                    dport: np.ndarray, out: tuple, run: Runner) -> None:
+                    dport: np.ndarray, out: tuple[np.ndarray, np.ndarray, np.ndarray],
+                    run: Runner) -> None:
         """Fills `out` (conn, state, direction) for validated key columns."""
         tables = self.tables
         if len(tables) == 1:
@@ -286,7 +287,8 @@ class TableSet:
     def state(self) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
         """(one dict per shard table, the arrays by name) for a snapshot: everything `restore`
         needs. Collects the ended buffers first, so their rows are in ``ended.FAMILY``."""
-        tables, arrays = [], {}
+        tables: list[dict[str, Any]] = []
+        arrays: dict[str, np.ndarray] = {}
         for shard, table in enumerate(self.tables):
             self.collect(table)
             prefix = f"table.{self.family}.{shard}"
@@ -317,7 +319,7 @@ class TableSet:
                 raise ValueError(f"a table's wheel_tick must be at most the clock's tick + 1 "
                                  f"({last_tick})")
 
-    def restore(self, tables: list[dict[str, Any]], arrays: dict[str, np.ndarray]) -> None:
+    def restore(self, tables: list[dict[str, Any]], arrays: Mapping[str, np.ndarray]) -> None:
         """Takes back what `state()` gave (checked by `check` first; the engine checks each
         table's structure and raises ValueError)."""
         for spec in tables:

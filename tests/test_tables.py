@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import fasttcp
 from fasttcp import Tracker
 from fasttcp._columns import batch_columns
 from fasttcp.models import ACK, FIN, PSH, SYN, get_model
