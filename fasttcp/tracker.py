@@ -1,4 +1,5 @@
-"""The public tracker: validates batches, then hands them to the compiled engine."""
+"""The public tracker: options, the lock, the clock and the shard threads over one `TableSet`
+per address family (`fasttcp.tables`); batches are checked by `fasttcp._columns` first."""
 from __future__ import annotations
 
 import ipaddress
