@@ -16,7 +16,7 @@ EXTENSIONS = [
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=["-O3"] if os.name != "nt" else [],
     )
-    for name in ("_engine", "_baseline", "_pcap", "_flowcsv")
+    for name in ("_engine", "_baseline", "_pcap", "_flowcsv", "_columns")
 ]
 
 setup(

@@ -2489,6 +2489,20 @@ cdef class FlowTable:
     def nbytes_eviction(self):
         return 0 if self._evict_ring is None else self._evict_ring.nbytes
 
+    @property
+    def ended_count(self):
+        """Connections in the ended buffer, awaiting `take_ended`."""
+        return self.t.n_ended
+
+    @property
+    def expire_from(self):
+        """The earliest `now` (ns) at which `expire` can do anything: the start of the first
+        tick the wheel has not wholly processed (2**63 - 1 without expiry or before the wheel
+        starts). An earlier `expire` returns (0, True) at once."""
+        if self._due is None or not self.t.wheel.started:
+            return INT64_MAX
+        return self.t.wheel.tick * TICK_NS
+
 
 cdef class EventClock:
     """The time segments say it is, believed only as far as they agree.

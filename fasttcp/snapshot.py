@@ -45,27 +45,23 @@ import os
 import struct
 import tempfile
 import zlib
-from typing import TYPE_CHECKING, Any, Callable, Union
+from typing import Any, Callable, Mapping, TypeVar, Union
 
 import numpy as np
 
 from fasttcp import _engine
 from fasttcp.flows import FLOW6_DTYPE, FLOW_DTYPE
-from fasttcp.tracker import MAX_CLOCK_JUMP
 from fasttcp.models import Model
+from fasttcp.tables import STORAGE
 
-if TYPE_CHECKING:
-    from fasttcp.tracker import Tracker
-
-__all__ = ["save", "load", "SnapshotError", "FORMAT_VERSION"]
+__all__ = ["write", "read", "SnapshotError", "FORMAT_VERSION"]
 
 MAGIC = b"FTCPSNAP"
 FORMAT_VERSION = 3     # 2: flow states hold 18 history letters; 3: the events clock
 _PREFIX = struct.Struct("<8sII")     # magic, version, header length
 _ALIGN = 64
 _MODEL_ARRAYS = ("class_of", "table", "actions", "pairs")
-# A table's own arrays, as FlowTable.storage gives them; mapped rather than read with mmap=True.
-_STORAGE = ("records", "flows", "due", "evict_ring", "seq")
+# A table's own arrays (fasttcp.tables.STORAGE) are mapped rather than read with mmap=True.
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -117,9 +113,9 @@ def _seconds(value: Any, where: str) -> None:
 
 
 def _clock_jump(value: Any, where: str) -> None:
-    if value is not None and (type(value) not in (int, float)
-                              or not 0 <= value < MAX_CLOCK_JUMP):
-        _fail(where, f"null or a number of seconds from 0 to {MAX_CLOCK_JUMP}", value)
+    # the upper bound is the Tracker's to check (and say)
+    if value is not None and (type(value) not in (int, float) or not 0 <= value < math.inf):
+        _fail(where, "null or a finite number of seconds >= 0", value)
 
 
 def _decimal(value: Any, where: str) -> None:
@@ -192,50 +188,28 @@ def _dtype_name(dtype: np.dtype) -> str:
     return dtype.str
 
 
-def save(tracker: "Tracker", path: PathLike) -> None:
-    """Writes `tracker` to `path` atomically (see the module docstring)."""
-    arrays: dict[str, np.ndarray] = {}
-    model = tracker.model
+def write(path: PathLike, model: Model, settings: Mapping[str, Any],
+          tables: list[dict[str, Any]], arrays: Mapping[str, np.ndarray]) -> None:
+    """Writes a tracker's state (`Tracker.save` gives it) to `path` atomically (see the
+    module docstring): the model, the tracker's settings, one dict per table and the tables'
+    arrays by name. The arrays must not change meanwhile."""
+    everything: dict[str, np.ndarray] = {}
     for name in _MODEL_ARRAYS:
         value = getattr(model, name)
         if value is not None:
-            arrays[f"model.{name}"] = np.ascontiguousarray(value)
-    tables = []
-    with tracker._lock:
-        for family, shards in sorted(tracker._tables.items()):
-            for shard, table in enumerate(shards):
-                tracker._collect_ended(table)
-                prefix = f"table.{family}.{shard}"
-                for name, array in zip(_STORAGE, table.storage):
-                    if array is not None:
-                        arrays[f"{prefix}.{name}"] = array
-                wheel = table.wheel_lists()
-                if wheel is not None:
-                    arrays[f"{prefix}.wheel_lengths"], arrays[f"{prefix}.wheel_entries"] = wheel
-                arrays[f"{prefix}.class_counts"] = np.array(table.class_counts)
-                tables.append({"family": family, "shard": shard, "capacity": table.capacity,
-                               **table.counters()})
-        for family, parts in tracker._ended.items():
-            if parts:
-                arrays[f"ended.{family}"] = np.concatenate(parts)
-        header: dict[str, Any] = {
-            "model": {"name": model.name, "states": list(model.states),
-                      "flag_classes": list(model.flag_classes),
-                      "timeouts": dict(model.timeouts),
-                      "illegal_classes": list(model.illegal_classes),
-                      "endpoint_states": list(model.endpoint_states),
-                      "endpoint_timeouts": dict(model.endpoint_timeouts)},
-            "tracker": {"capacity": tracker.capacity, "max_capacity": tracker.max_capacity,
-                        "keys": [str(k) for k in tracker._keys], "timeouts": tracker.timeouts,
-                        "shards": tracker.shards, "flows": tracker.keeps_flows,
-                        "expiry": tracker.expiry, "clock": tracker.clock,
-                        "evict": tracker.evict, "now": tracker.now,
-                        "resizes": tracker.resizes, "max_clock_jump": tracker.max_clock_jump,
-                        "clock_confirm": tracker.clock_confirm,
-                        "event_clock": tracker._clock.state()},
-            "tables": tables,
-        }
-        _write(path, header, arrays)
+            everything[f"model.{name}"] = np.ascontiguousarray(value)
+    everything.update(arrays)
+    header: dict[str, Any] = {
+        "model": {"name": model.name, "states": list(model.states),
+                  "flag_classes": list(model.flag_classes),
+                  "timeouts": dict(model.timeouts),
+                  "illegal_classes": list(model.illegal_classes),
+                  "endpoint_states": list(model.endpoint_states),
+                  "endpoint_timeouts": dict(model.endpoint_timeouts)},
+        "tracker": dict(settings),
+        "tables": tables,
+    }
+    _write(path, header, everything)
 
 
 def _bytes(array: np.ndarray) -> memoryview:
@@ -413,7 +387,7 @@ def _arrays(path: str, header: dict, start: int, mmap: bool,
     for entry in header["arrays"]:
         dtype, shape = _dtype_of(entry["dtype"]), tuple(entry["shape"])
         array: np.ndarray
-        if mmap and entry["name"].rsplit(".", 1)[-1] in _STORAGE and entry["size"]:
+        if mmap and entry["name"].rsplit(".", 1)[-1] in STORAGE and entry["size"]:
             array = np.memmap(path, dtype=dtype, mode="c", offset=start + entry["offset"],
                               shape=shape)
         else:
@@ -425,12 +399,20 @@ def _arrays(path: str, header: dict, start: int, mmap: bool,
     return arrays
 
 
-def load(path: PathLike, mmap: bool = False, verify: bool = True) -> "Tracker":
-    """Reads a snapshot written by `save` back into a new Tracker.
+T = TypeVar("T")
+
+
+def read(path: PathLike, restore: Callable[[Model, dict, list, dict], T], mmap: bool = False,
+         verify: bool = True) -> T:
+    """Reads a snapshot written by `write` and hands it to `restore`.
 
     Parameters
     ----------
     path : str or path-like
+    restore : callable
+        Takes (model, tracker settings, table dicts, arrays by name), as `write` took them,
+        and returns the restored object (`Tracker.load` passes its `_from_state`). A
+        ValueError, KeyError or TypeError it raises becomes a SnapshotError.
     mmap : bool
         Map the tables' own arrays (records, flows, due ticks, eviction ring) copy-on-write
         from the file instead of reading them.
@@ -445,8 +427,6 @@ def load(path: PathLike, mmap: bool = False, verify: bool = True) -> "Tracker":
         When the file is not a snapshot, is of another format version, is truncated, damaged
         or inconsistent. Nothing is returned unless every check has passed.
     """
-    from fasttcp.tracker import Tracker
-
     path = os.fspath(path)
     size = os.path.getsize(path)
     header, start = _read_header(path, size)
@@ -467,41 +447,6 @@ def load(path: PathLike, mmap: bool = False, verify: bool = True) -> "Tracker":
                       endpoint_states=tuple(spec["endpoint_states"]),
                       pairs=arrays.get("model.pairs"),
                       endpoint_timeouts=spec["endpoint_timeouts"])
-        settings = header["tracker"]
-        tracker = Tracker(model, capacity=settings["capacity"],
-                          max_capacity=settings["max_capacity"], timeouts=settings["timeouts"],
-                          shards=settings["shards"], flows=settings["flows"],
-                          expiry=settings["expiry"], clock=settings["clock"],
-                          evict=settings["evict"], max_clock_jump=settings["max_clock_jump"],
-                          clock_confirm=settings["clock_confirm"])
-        tracker._clock.restore(settings["event_clock"])
-        tracker._keys = tuple(int(k) for k in settings["keys"])  # type: ignore[assignment]
-        tracker.now, tracker.resizes = settings["now"], settings["resizes"]
-        first, bound = (tracker._shard_share(settings[k]) for k in ("capacity", "max_capacity"))
-        # the wheel never runs ahead of the tracker's clock: a crafted position far ahead
-        # would clamp every later deadline there, and nothing would expire again
-        last_tick = max(tracker.now, tracker._clock.now) // 10**9 + 1
-        for spec in header["tables"]:
-            # tables start at their share of capacity and grow up to that of max_capacity
-            if not first <= spec["capacity"] <= bound:
-                raise ValueError(f"a table's capacity must be from {first} to {bound}")
-            if spec["wheel_tick"] > last_tick:
-                raise ValueError(f"a table's wheel_tick must be at most the clock's tick + 1 "
-                                 f"({last_tick})")
-        for spec in header["tables"]:
-            family, shard = spec["family"], spec["shard"]
-            table = tracker._family(family)[shard]
-            if table.capacity != spec["capacity"]:
-                table.resize(spec["capacity"])
-            prefix = f"table.{family}.{shard}"
-            wheel = None
-            if f"{prefix}.wheel_lengths" in arrays:
-                wheel = (arrays[f"{prefix}.wheel_lengths"], arrays[f"{prefix}.wheel_entries"])
-            table.restore(*(arrays.get(f"{prefix}.{name}") for name in _STORAGE), wheel,
-                          arrays[f"{prefix}.class_counts"], spec)
-        for family in (4, 6):
-            if f"ended.{family}" in arrays:
-                tracker._ended[family].append(arrays[f"ended.{family}"])
+        return restore(model, header["tracker"], header["tables"], arrays)
     except (KeyError, TypeError, ValueError) as error:
         raise SnapshotError(f"{path}: inconsistent snapshot ({error})") from None
-    return tracker

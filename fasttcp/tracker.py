@@ -1,4 +1,5 @@
-"""The public tracker: validates batches, then hands them to the compiled engine."""
+"""The public tracker: options, the lock, the clock and the shard threads over one `TableSet`
+per address family (`fasttcp.tables`); batches are checked by `fasttcp._columns` first."""
 from __future__ import annotations
 
 import ipaddress
@@ -11,8 +12,10 @@ from typing import Any, Iterable, Mapping, NamedTuple, Optional, Union
 import numpy as np
 
 from fasttcp import _engine
-from fasttcp.flows import FLOW6_DTYPE, FLOW_DTYPE, LIVE, flow_records
+from fasttcp._columns import address_columns, batch_columns
+from fasttcp._columns import integer_column as _integer_column  # fasttcp.dask's name for it
 from fasttcp.models import Model, get_model
+from fasttcp.tables import TableSet, TableSpec, no_flows, shard_share
 
 __all__ = ["Tracker", "ConnInfo", "UpdateResult", "LookupResult", "TableFullError",
            "EVENT_DTYPE", "EVENT6_DTYPE", "SEGMENT_DTYPE", "SEGMENT6_DTYPE", "CONN4_DTYPE", "CONN6_DTYPE",
@@ -34,7 +37,6 @@ SEGMENT_DTYPE = np.dtype(EVENT_DTYPE.descr + [("seq", "<u4"), ("ack", "<u4"), ("
 #: The IPv6 twin of SEGMENT_DTYPE.
 SEGMENT6_DTYPE = np.dtype(EVENT6_DTYPE.descr + [("seq", "<u4"), ("ack", "<u4"),
                                                 ("window", "<u2"), ("wscale", "i1")])
-_SEGMENT_FAMILIES = {SEGMENT_DTYPE: 4, SEGMENT6_DTYPE: 6}
 CONN4_DTYPE = _engine.CONN4_DTYPE
 CONN6_DTYPE = _engine.CONN6_DTYPE
 _CONN_FIELDS: tuple[str, ...] = tuple(CONN4_DTYPE.names or ())
@@ -57,12 +59,11 @@ DEFAULT_CLOCK_CONFIRM = 2
 #: max_clock_jump must be below this many seconds (2**62 ns: ample, and far from overflow).
 MAX_CLOCK_JUMP = 2**62 / 1e9
 
-# What memory_usage reports, by the FlowTable.nbytes_* property of each.
-_MEMORY_PARTS = ("records", "index", "expiry", "flows", "eviction", "sequence")
-
-# Below this many events a sharded batch is applied shard after shard on the calling thread:
-# handing work to the pool costs tens of microseconds.
-_PARALLEL_MIN_EVENTS = 16_384
+# The constructor's options as a snapshot keeps them: parameter name -> attribute.
+_OPTIONS = {"capacity": "capacity", "max_capacity": "max_capacity", "timeouts": "timeouts",
+            "shards": "shards", "flows": "keeps_flows", "expiry": "expiry", "clock": "clock",
+            "evict": "evict", "max_clock_jump": "max_clock_jump",
+            "clock_confirm": "clock_confirm"}
 
 AddressLike = Union[str, int, bytes, ipaddress.IPv4Address, ipaddress.IPv6Address]
 
@@ -182,52 +183,6 @@ def _packed(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bytes:
     return address.packed
 
 
-def _integer_column(name: str, arr: Any, dtype: np.dtype, n: Optional[int]) -> np.ndarray:
-    """`arr` as a contiguous 1-D array of `dtype`, checking kind, length and value range."""
-    arr = np.asarray(arr)
-    if arr.ndim != 1:
-        raise ValueError(f"{name} must be 1-dimensional, got shape {arr.shape}")
-    if n is not None and len(arr) != n:
-        raise ValueError(f"{name} has {len(arr)} elements, expected {n} like ts")
-    if arr.dtype != dtype:
-        if arr.dtype.kind not in "iu":
-            raise TypeError(f"{name} must be an integer array ({dtype}), not {arr.dtype}")
-        info = np.iinfo(dtype)
-        if len(arr) and (arr.min() < info.min or arr.max() > info.max):
-            raise ValueError(f"{name} has values outside {info.min}..{info.max}")
-        arr = arr.astype(dtype)
-    arr = np.ascontiguousarray(arr)
-    # a field of a packed structured array can be misaligned; the kernel needs natural alignment
-    return arr if arr.flags.aligned else arr.copy()
-
-
-def _address_columns(src: Any, dst: Any, n: int) -> tuple[int, np.ndarray, np.ndarray]:
-    """(family, src, dst): IPv4 as uint32 (n,), IPv6 as uint64 (n, 2) over the 16 bytes."""
-    src, dst = np.asarray(src), np.asarray(dst)
-    out = []
-    families = set()
-    for name, arr in (("src", src), ("dst", dst)):
-        if arr.dtype.kind == "V" and arr.dtype.itemsize == 16 or arr.dtype == np.dtype("S16"):
-            arr = arr.view(np.uint8).reshape(len(arr), 16)
-        if arr.ndim == 2:
-            if arr.shape[1] != 16 or arr.dtype != np.uint8:
-                raise ValueError(f"IPv6 {name} must be uint8 of shape (n, 16), "
-                                 f"got {arr.dtype} {arr.shape}")
-            if len(arr) != n:
-                raise ValueError(f"{name} has {len(arr)} rows, expected {n} like ts")
-            families.add(6)
-            arr = np.ascontiguousarray(arr).view(np.uint64)
-            if not arr.flags.aligned:
-                arr = arr.copy()
-        else:
-            families.add(4)
-            arr = _integer_column(name, arr, np.dtype(np.uint32), n)
-        out.append(arr)
-    if len(families) > 1:
-        raise ValueError("src and dst are of different address families")
-    return families.pop(), out[0], out[1]
-
-
 class Tracker:
     """Tracks TCP connections from batches of observed segments.
 
@@ -345,27 +300,33 @@ class Tracker:
         #: `max_clock_jump`) or `expire`'s argument.
         self.now = 0
         self.keeps_flows = bool(flows)
-        self._ended: dict[int, list[np.ndarray]] = {4: [], 6: []}   # flow rows awaiting pop
-        self._tables: dict[int, list[_engine.FlowTable]] = {}
+        self._sets: dict[int, TableSet] = {}    # per family, made on first use
+        self._resized = 0                       # resizes before a snapshot was loaded
         self._lock = threading.Lock()
-        self._counter_lock = threading.Lock()  # shard threads count resizes
         self._pool = ThreadPoolExecutor(shards, "fasttcp-shard") if shards > 1 else None
-        self.resizes = 0
+
+    def _table_set(self, family: int) -> TableSet:
+        """The family's table set, made on first use. Call with the lock held."""
+        tables = self._sets.get(family)
+        if tables is None:
+            tables = self._sets[family] = TableSet(family, TableSpec(
+                self.model, self._keys, self.shards, self.capacity, self.max_capacity,
+                self.keeps_flows, self._timeout_ns(), self.evict))
+        return tables
 
     def _family(self, family: int) -> list[_engine.FlowTable]:
         """The shard tables of `family`, made on first use. Call with the lock held."""
-        tables = self._tables.get(family)
-        if tables is None:
-            m = self.model
-            per_shard = self._shard_share(self.capacity)
-            tables = [_engine.FlowTable(family, per_shard, m.class_of, m.table.ravel(),
-                                        m.actions.ravel(), m.illegal_mask, len(m.states),
-                                        len(m.flag_classes), self._keys, shard, self.shards,
-                                        self.keeps_flows, 4096, self._timeout_ns(), self.evict,
-                                        m.early)
-                      for shard in range(self.shards)]
-            self._tables[family] = tables
-        return tables
+        return self._table_set(family).tables
+
+    @property
+    def _tables(self) -> dict[int, list[_engine.FlowTable]]:
+        """The shard tables of each family made so far."""
+        return {family: tables.tables for family, tables in self._sets.items()}
+
+    @property
+    def resizes(self) -> int:
+        """Times a table has grown (doubled) since the tracker was created."""
+        return self._resized + sum(tables.resizes for tables in self._sets.values())
 
     def _timeout_ns(self) -> Optional[np.ndarray]:
         """Per state code, the idle timeout in ns (None without expiry)."""
@@ -377,19 +338,8 @@ class Tracker:
                         dtype=np.int64)
 
     def _shard_share(self, total: int) -> int:
-        """One shard's part of `total` connections.
-
-        The flow hash splits connections binomially, so each shard gets its even share plus
-        four standard deviations of the split: the shards fill up together, at the cost of a
-        total bound a fraction of a percent above `total`.
-        """
-        if self.shards == 1:
-            return total
-        share = total / self.shards
-        return min(_engine.MAX_CAPACITY, math.ceil(share + 4 * math.sqrt(share) + 8))
-
-    def _all_tables(self) -> list[_engine.FlowTable]:
-        return [table for tables in self._tables.values() for table in tables]
+        """One shard's part of `total` connections (see `fasttcp.tables.shard_share`)."""
+        return shard_share(total, self.shards)
 
     def update(self, ts: Any, src: Any = None, sport: Any = None, dst: Any = None,
                dport: Any = None, flags: Any = None, length: Any = None, *,
@@ -431,38 +381,25 @@ class Tracker:
             When a new connection does not fit and the table may not grow; ``err.unapplied``
             lists the events that were not applied (every other one was).
         """
-        family, *valid, sequence = self._batch_columns(ts, src, sport, dst, dport, flags,
-                                                       length, seq, ack, window, wscale)
-        columns = tuple(valid)  # ts, src, sport, dst, dport, flags, length
+        family, columns, sequence = batch_columns(ts, src, sport, dst, dport, flags, length,
+                                                  seq, ack, window, wscale)
         n = len(columns[0])
-        outs: tuple = ()
+        outs: tuple = (None, None, None)
         if return_events:
             outs = (np.full(n, -1, dtype=np.int64), np.zeros(n, dtype=np.uint8),
                     np.zeros(n, dtype=np.uint8))
         with self._lock:
-            tables = self._family(family)
+            tables = self._sets.get(family)
+            if tables is None:
+                tables = self._table_set(family)
             clock = None                        # the clock before this batch, if it moves
-            if self.clock == "events" and n:
+            if n and self.clock == "events":
                 clock = self._clock.state()
                 limit = self._clock.advance(columns[0])
             else:
                 limit = self.now
-            for table in tables:
-                table.set_clock_limit(limit)
-            if len(tables) == 1:
-                orders: list = [None]
-                hashes = None
-                parallel = False
-            else:
-                parallel = n >= _PARALLEL_MIN_EVENTS
-                orders, hashes = self._split(tables, columns, parallel)
-            # every table runs to its end, full or not, before any error is raised
-            results = self._run([(self._update_table, (table, columns, outs, order, hashes,
-                                                       sequence))
-                                 for table, order in zip(tables, orders)], parallel)
-            unapplied = [left for _, left in results if left is not None]
-            if unapplied:
-                left = np.sort(np.concatenate(unapplied))
+            counts, left = tables.update(columns, outs, sequence, limit, self._run)
+            if left is not None:
                 if clock is not None:           # the clock sees the applied events only
                     applied = np.ones(n, dtype=bool)
                     applied[left] = False
@@ -472,13 +409,10 @@ class Tracker:
                     f"IPv{family} table full (max_capacity={self.max_capacity}): "
                     f"{len(left)} of {n} events not applied", applied=int(left[0]),
                     unapplied=left)
-        if self.expiry and self.clock == "events" and n:
-            self.expire(self._clock.now)
-        results = [counts for counts, _ in results]
-        totals = {key: sum(counts[key] for counts in results)
-                  for key in ("new", "valid", "invalid", "ignored")}
-        return UpdateResult(totals["new"], totals["valid"], totals["invalid"], totals["ignored"],
-                            *(outs or (None, None, None)))
+            if clock is not None and self.expiry:
+                self._expire(limit)
+        return UpdateResult(counts["new"], counts["valid"], counts["invalid"], counts["ignored"],
+                            *outs)
 
     def _run(self, calls: list, parallel: bool) -> list:
         """Runs (function, args) pairs on the shard threads, or here in turn.
@@ -490,46 +424,6 @@ class Tracker:
         futures = [pool.submit(fn, *args) for fn, args in calls]
         wait(futures)
         return [future.result() for future in futures]  # raises the first error
-
-    def _split(self, tables: list, columns: tuple, parallel: bool) -> tuple[list, np.ndarray]:
-        """Each shard's event indices in batch order, and every event's hash.
-
-        The threads hash a slice of the batch each and sort it by shard."""
-        n, shards = len(columns[0]), len(tables)
-        hashes = np.empty(n, dtype=np.uint64)
-        cuts = [n * p // shards for p in range(shards + 1)]
-        parts = [np.empty((shards, cuts[p + 1] - cuts[p]), dtype=np.intp) for p in range(shards)]
-        counts = self._run([(tables[0].partition, (*columns, cuts[p], cuts[p + 1], hashes,
-                                                   parts[p])) for p in range(shards)], parallel)
-        orders = [np.concatenate([parts[p][s, :counts[p][s]] for p in range(shards)])
-                  for s in range(shards)]
-        return orders, hashes
-
-    def _update_table(self, table: _engine.FlowTable, columns: tuple, outs: tuple,
-                      order: Optional[np.ndarray], hashes: Optional[np.ndarray],
-                      sequence: Optional[tuple]) -> tuple[dict[str, int], Optional[np.ndarray]]:
-        """Runs a batch (or, with `order`, some of its events) through one table, making room
-        as it asks. Returns the counts and, if the table filled up, the events not applied."""
-        n = len(columns[0]) if order is None else len(order)
-        ts, src, sport, dst, dport, flags, length = columns
-        out_conn, out_state, out_verdict = outs or (None, None, None)
-        totals: dict[str, int] = {}
-        stop = 0
-        while True:
-            stop, counts = table.update(ts, src, sport, dst, dport, flags, length, stop,
-                                        out_conn, out_state, out_verdict, order, hashes,
-                                        sequence)
-            for key, value in counts.items():
-                totals[key] = totals.get(key, 0) + value
-            if stop == n:
-                self._collect_ended(table)
-                return totals, None
-            if table.ended_full:
-                self._collect_ended(table)
-                continue
-            if not self._make_room(table):
-                left = np.arange(stop, n) if order is None else order[stop:]
-                return totals, left
 
     def expire(self, now: int) -> int:
         """Ends the connections idle for their state's whole timeout at `now` (ns, the
@@ -543,24 +437,17 @@ class Tracker:
         """
         if not self.expiry:
             raise ValueError("this tracker has no expiry; create it with Tracker(expiry=True)")
-        total = 0
         with self._lock:
-            self.now = max(self.now, int(now))
-            for table in self._all_tables():
-                while True:
-                    expired, done = table.expire(self.now)
-                    total += expired
-                    self._collect_ended(table)
-                    if done:
-                        break
-        return total
+            return self._expire(int(now))
 
-    def _collect_ended(self, table: _engine.FlowTable) -> None:
-        """Turns the connections that left the table into flow rows, kept for pop_flows.
-        (Shard threads append to one list: list.append is atomic.)"""
-        records, states, reasons = table.take_ended()
-        if len(records):
-            self._ended[table.family].append(flow_records(records, states, reasons))
+    def _expire(self, now: int) -> int:
+        """`expire`, with the lock held."""
+        if now > self.now:
+            self.now = now
+        total = 0
+        for tables in self._sets.values():
+            total += tables.expire(self.now)
+        return total
 
     def pop_flows(self, family: int = 4) -> np.ndarray:
         """Flow rows (FLOW_DTYPE / FLOW6_DTYPE) of the family's connections that left the
@@ -572,102 +459,22 @@ class Tracker:
         """
         self._check_flows(family)
         with self._lock:
-            parts, self._ended[family] = self._ended[family], []
-        return np.concatenate(parts) if parts else np.zeros(
-            0, dtype=FLOW_DTYPE if family == 4 else FLOW6_DTYPE)
+            tables = self._sets.get(family)
+            return tables.pop_ended() if tables is not None else no_flows(family)
 
     def live_flows(self, family: int = 4) -> np.ndarray:
         """Flow rows of the family's live connections, now (``ended`` is LIVE); the
         connections stay tracked. Needs ``Tracker(flows=True)``."""
         self._check_flows(family)
-        parts = []
         with self._lock:
-            for table in self._tables.get(family, ()):
-                records, states = table.records, table.flows
-                alive = np.flatnonzero(records["status"] & STATUS_ALIVE)
-                # whole records move as opaque bytes: numpy copies a structured dtype field
-                # by field, several times slower
-                opaque = np.dtype((np.void, records.dtype.itemsize))
-                parts.append(flow_records(records.view(opaque)[alive].view(records.dtype),
-                                          states[alive], LIVE))
-        return np.concatenate(parts) if parts else np.zeros(
-            0, dtype=FLOW_DTYPE if family == 4 else FLOW6_DTYPE)
+            tables = self._sets.get(family)
+            return tables.live_flows() if tables is not None else no_flows(family)
 
     def _check_flows(self, family: int) -> None:
         if family not in (4, 6):
             raise ValueError(f"family must be 4 or 6, not {family!r}")
         if not self.keeps_flows:
             raise ValueError("this tracker keeps no flows; create it with Tracker(flows=True)")
-
-    def _make_room(self, table: _engine.FlowTable) -> bool:
-        """Compacts or grows a table that asked for room, or, at its bound with eviction on,
-        lets it evict; False if it can do none of these. (The kernel has already expired
-        what was due by then.)"""
-        if table.needs_compaction:
-            table.compact_index()
-            return True
-        bound = self._shard_share(self.max_capacity)
-        if table.capacity >= bound:
-            if self.evict:
-                table.set_evicting(True)
-                return True
-            return False
-        table.resize(min(2 * table.capacity, bound))
-        with self._counter_lock:
-            self.resizes += 1
-        return True
-
-    @staticmethod
-    def _batch_columns(ts, src, sport, dst, dport, flags, length, seq, ack, window, wscale):
-        if getattr(getattr(ts, "dtype", None), "names", None):
-            if any(c is not None for c in (src, sport, dst, dport, flags, length, seq, ack,
-                                           window, wscale)):
-                raise TypeError("pass either one structured array or separate columns")
-            events = ts
-            missing = {"ts", "src", "dst", "sport", "dport", "flags"} - set(events.dtype.names)
-            if missing:
-                raise ValueError(f"structured events lack fields {sorted(missing)}; "
-                                 f"see fasttcp.EVENT_DTYPE")
-            family = _SEGMENT_FAMILIES.get(events.dtype)
-            if family and events.ndim == 1 and events.flags.c_contiguous:
-                # what captures give: every column in one pass, where numpy takes one per field
-                (ts, src, sport, dst, dport, flags, length, seq, ack, window,
-                 wscale) = _engine.split_segments(events, family)
-            else:
-                ts, src, dst = events["ts"], events["src"], events["dst"]
-                sport, dport, flags = events["sport"], events["dport"], events["flags"]
-                length = events["length"] if "length" in events.dtype.names else None
-                seq, ack, window, wscale = (events[name] if name in events.dtype.names
-                                            else None
-                                            for name in ("seq", "ack", "window", "wscale"))
-        elif any(c is None for c in (src, sport, dst, dport, flags)):
-            raise TypeError("update needs ts, src, sport, dst, dport and flags")
-        ts = _integer_column("ts", ts, np.dtype(np.int64), None)
-        n = len(ts)
-        if n and ts.min() < 0:
-            raise ValueError("ts has negative timestamps (expected nanoseconds since an epoch)")
-        family, src, dst = _address_columns(src, dst, n)
-        sport = _integer_column("sport", sport, np.dtype(np.uint16), n)
-        dport = _integer_column("dport", dport, np.dtype(np.uint16), n)
-        flags = _integer_column("flags", flags, np.dtype(np.uint8), n)
-        if length is None:
-            length = np.zeros(n, dtype=np.uint32)
-        length = _integer_column("length", length, np.dtype(np.uint32), n)
-        sequence = None
-        if seq is not None or ack is not None or window is not None:
-            if seq is None or ack is None or window is None:
-                raise TypeError("seq, ack and window come together")
-            if wscale is None:
-                wscale = np.full(n, -1, dtype=np.int8)
-            wscale = _integer_column("wscale", wscale, np.dtype(np.int8), n)
-            if n and (wscale.min() < -1 or wscale.max() > 14):
-                raise ValueError("wscale has values outside -1..14 (RFC 7323 caps it at 14)")
-            sequence = (_integer_column("seq", seq, np.dtype(np.uint32), n),
-                        _integer_column("ack", ack, np.dtype(np.uint32), n),
-                        _integer_column("window", window, np.dtype(np.uint16), n), wscale)
-        elif wscale is not None:
-            raise TypeError("wscale needs seq, ack and window")
-        return family, ts, src, sport, dst, dport, flags, length, sequence
 
     def lookup_many(self, src: Any, sport: Any, dst: Any, dport: Any) -> LookupResult:
         """Finds many connections at once, from either direction.
@@ -680,21 +487,15 @@ class Tracker:
         """
         sport_arr = np.asarray(sport)
         n = len(sport_arr)
-        family, src, dst = _address_columns(src, dst, n)
+        family, src, dst = address_columns(src, dst, n)
         sport = _integer_column("sport", sport_arr, np.dtype(np.uint16), n)
         dport = _integer_column("dport", dport, np.dtype(np.uint16), n)
         result = LookupResult(np.full(n, -1, dtype=np.int64), np.zeros(n, dtype=np.uint8),
                               np.zeros(n, dtype=np.uint8))
         with self._lock:
-            tables = self._tables.get(family, [])
-            if len(tables) == 1:
-                tables[0].lookup(src, sport, dst, dport, *result)
-            elif tables:
-                columns = (np.zeros(n, dtype=np.int64), src, sport, dst, dport,
-                           np.zeros(n, dtype=np.uint8), np.zeros(n, dtype=np.uint32))
-                orders, hashes = self._split(tables, columns, parallel=False)
-                for table, order in zip(tables, orders):
-                    table.lookup(src, sport, dst, dport, *result, order, hashes)
+            tables = self._sets.get(family)
+            if tables is not None:
+                tables.lookup_many(src, sport, dst, dport, result, self._run)
         return result
 
     def lookup(self, src: AddressLike, sport: int, dst: AddressLike,
@@ -719,13 +520,11 @@ class Tracker:
         sport, dport = int(sport), int(dport)
         key = (int, int) if a.version == 4 else (_packed, _packed)
         with self._lock:
-            for table in self._tables.get(a.version, ()):
-                index, direction = table.find_one(key[0](a), sport, key[1](b), dport)
-                if index >= 0:
-                    values = table.record_values(index)
-                    break
-            else:
-                return None
+            tables = self._sets.get(a.version)
+            found = None if tables is None else tables.find_one(key[0](a), sport, key[1](b), dport)
+        if found is None:
+            return None
+        index, direction, values = found
         fields = dict(zip(_CONN_FIELDS, values))
         status = fields.pop("status")
         for side in ("orig_h", "resp_h"):
@@ -752,8 +551,8 @@ class Tracker:
         """
         counts = np.zeros(len(self.model.states), dtype=np.int64)
         with self._lock:
-            for table in self._all_tables():
-                counts += table.histogram
+            for tables in self._sets.values():
+                counts += tables.histogram()
         if by == "state":
             return dict(zip(self.model.states, counts.tolist()))
         if by not in ("orig", "resp"):
@@ -774,18 +573,10 @@ class Tracker:
         if family not in (4, 6):
             raise ValueError(f"family must be 4 or 6, not {family!r}")
         with self._lock:
-            tables = self._tables.get(family)
+            tables = self._sets.get(family)
             if tables is None:
                 return np.zeros(0, dtype=CONN4_DTYPE if family == 4 else CONN6_DTYPE)
-            if len(tables) == 1:
-                return tables[0].records
-            # interleave the shards' records so that conn = rid * shards + shard indexes them
-            parts = [table.records for table in tables]
-            out = np.zeros(max(len(p) for p in parts) * self.shards, dtype=parts[0].dtype)
-            for shard, part in enumerate(parts):
-                out[shard::self.shards][:len(part)] = part
-        out.flags.writeable = False
-        return out
+            return tables.records()
 
     def flag_class_counts(self) -> dict[str, int]:
         """Segments seen per flag class, both families, tracked or not.
@@ -797,8 +588,8 @@ class Tracker:
         """
         counts = np.zeros(len(self.model.flag_classes), dtype=np.int64)
         with self._lock:
-            for table in self._all_tables():
-                counts += table.class_counts
+            for tables in self._sets.values():
+                counts += tables.class_counts()
         return dict(zip(self.model.flag_classes, counts.tolist()))
 
     @property
@@ -809,12 +600,11 @@ class Tracker:
         confirmed (clock_jumps; see `max_clock_jump`)."""
         totals = dict.fromkeys(_engine.COUNT_NAMES, 0)
         with self._lock:
-            per_table = [table.totals for table in self._all_tables()]
+            for tables in self._sets.values():
+                for key, value in tables.totals().items():
+                    totals[key] += value
             totals["clock_suspect"] = self._clock.suspect
             totals["clock_jumps"] = self._clock.jumps
-        for counts in per_table:
-            for key, value in counts.items():
-                totals[key] += value
         return totals
 
     def memory_usage(self) -> dict[int, dict[str, float]]:
@@ -824,17 +614,8 @@ class Tracker:
         >>> Tracker(capacity=1000).memory_usage()
         {}
         """
-        usage = {}
         with self._lock:
-            families = sorted(self._tables.items())
-            for family, tables in families:
-                parts = {part: sum(getattr(table, f"nbytes_{part}") for table in tables)
-                         for part in _MEMORY_PARTS}
-                capacity = sum(table.capacity for table in tables)
-                total = sum(parts.values())
-                usage[family] = {**parts, "total": total, "capacity": capacity,
-                                 "bytes_per_connection": total / capacity}
-        return usage
+            return {family: tables.memory_usage() for family, tables in sorted(self._sets.items())}
 
     def bytes_per_connection(self, family: int = 4) -> float:
         """Bytes per connection when the family's table is full: records, index, and what
@@ -844,21 +625,21 @@ class Tracker:
         64.0
         """
         with self._lock:
-            self._family(family)    # made on first use, as update makes it
+            self._table_set(family)     # made on first use, as update makes it
         return self.memory_usage()[family]["bytes_per_connection"]
 
     def probe_lengths(self, family: int = 4) -> np.ndarray:
         """Index slots examined to find each live connection (1 = its home slot)."""
         with self._lock:
-            lengths = [table.probe_lengths() for table in self._tables.get(family, ())]
-        if not lengths:
-            return np.zeros(0, dtype=np.int64)
-        joined = np.concatenate(lengths)
-        return joined[joined > 0]
+            tables = self._sets.get(family)
+            if tables is None:
+                return np.zeros(0, dtype=np.int64)
+            lengths = tables.probe_lengths()
+        return lengths[lengths > 0]
 
     def __len__(self) -> int:
         with self._lock:
-            return sum(len(t) for t in self._all_tables())
+            return sum(len(tables) for tables in self._sets.values())
 
     def __repr__(self) -> str:
         return (f"Tracker(model={self.model.name!r}, connections={len(self)}, "
@@ -868,14 +649,50 @@ class Tracker:
     def save(self, path: str) -> None:
         """Writes the tracker to a snapshot file, atomically (see `fasttcp.snapshot`)."""
         from fasttcp import snapshot    # imported on use: it is not on the tracking path
-        snapshot.save(self, path)
+        with self._lock:                # the arrays are the tables' own: none may change
+            snapshot.write(path, self.model, *self._state())
 
     @classmethod
     def load(cls, path: str, mmap: bool = False, verify: bool = True) -> "Tracker":
         """A tracker from a snapshot file: the same connections, model, settings, counters and
         clock (see `fasttcp.snapshot`; raises `fasttcp.snapshot.SnapshotError`)."""
         from fasttcp import snapshot
-        return snapshot.load(path, mmap=mmap, verify=verify)
+        return snapshot.read(path, cls._from_state, mmap=mmap, verify=verify)
+
+    def _state(self) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, np.ndarray]]:
+        """(settings, tables, arrays): everything `_from_state` needs besides the model. The
+        settings are the constructor's options (`_OPTIONS`), the hash key, the clocks and the
+        resize count; tables and arrays are each family's `TableSet.state`. The arrays are
+        the tables' own storage: call with the lock held and write them out before releasing
+        it."""
+        tables: list[dict[str, Any]] = []
+        arrays: dict[str, np.ndarray] = {}
+        for _, table_set in sorted(self._sets.items()):
+            more, named = table_set.state()
+            tables += more
+            arrays.update(named)
+        settings = {name: getattr(self, attribute) for name, attribute in _OPTIONS.items()}
+        settings.update(keys=[str(k) for k in self._keys], now=self.now, resizes=self.resizes,
+                        event_clock=self._clock.state())
+        return settings, tables, arrays
+
+    @classmethod
+    def _from_state(cls, model: Model, settings: Mapping[str, Any],
+                    tables: list[dict[str, Any]], arrays: Mapping[str, np.ndarray]) -> "Tracker":
+        """A tracker from what `_state` gave (checked: raises ValueError, KeyError or
+        TypeError for state that cannot have been)."""
+        tracker = cls(model, **{name: settings[name] for name in _OPTIONS})
+        tracker._clock.restore(settings["event_clock"])
+        tracker._keys = tuple(int(k) for k in settings["keys"])  # type: ignore[assignment]
+        tracker.now, tracker._resized = settings["now"], settings["resizes"]
+        last_tick = max(tracker.now, tracker._clock.now) // 10**9 + 1
+        families = {family: [t for t in tables if t["family"] == family]
+                    for family in sorted({t["family"] for t in tables})}
+        for family, specs in families.items():
+            tracker._table_set(family).check(specs, last_tick)
+        for family, specs in families.items():
+            tracker._sets[family].restore(specs, arrays)
+        return tracker
 
     def close(self) -> None:
         """Stops the shard threads (if any); later batches run shard after shard."""
