@@ -35,6 +35,7 @@ import numpy as np
 
 from fasttcp import _engine, _flowcsv
 from fasttcp._atomic import atomic_output
+from fasttcp.dtypes import FLOW6_DTYPE, FLOW_DTYPE, HISTORY_WIDTH
 
 __all__ = ["FLOW_DTYPE", "FLOW6_DTYPE", "CONN_STATES", "CONN_STATE_MEANINGS", "ENDED",
            "flow_records", "to_csv", "to_pandas", "to_parquet", "CSV_COLUMNS"]
@@ -66,27 +67,6 @@ LIVE, CLOSED, EXPIRED, EVICTED = range(len(ENDED))
 if (CLOSED, EXPIRED, EVICTED) != (_engine.END_CLOSED, _engine.END_EXPIRED, _engine.END_EVICTED):
     raise ImportError("fasttcp._engine numbers end reasons differently; rebuild it")
 
-_HISTORY_WIDTH = 19     # '^' and at most 18 letters: each of 9 kinds once per direction
-
-
-def _flow_fields(address: Any) -> list:
-    return [("ts", "<i8"), ("last_ts", "<i8"), ("duration", "<f8"),
-            ("orig_h", address), ("orig_p", "<u2"), ("resp_h", address), ("resp_p", "<u2"),
-            ("orig_pkts", "<u4"), ("orig_bytes", "<u8"), ("resp_pkts", "<u4"),
-            ("resp_bytes", "<u8"), ("state", "u1"), ("conn_state", "u1"),
-            ("history", f"S{_HISTORY_WIDTH}"), ("flipped", "?"), ("picked_up", "?"),
-            ("illegal", "u1"), ("ended", "u1")]
-
-
-#: One IPv4 connection. ``ts`` / ``last_ts``: first and last segment (ns); ``duration`` in
-#: seconds; addresses as host-order integers; ``state``: the model's final state (a code into
-#: ``model.states``); ``conn_state``: a code into CONN_STATES; ``history``: Zeek's letters,
-#: ASCII; ``illegal``: illegal segments (saturating at 15); ``ended``: a code into ENDED.
-FLOW_DTYPE = np.dtype(_flow_fields("<u4"))
-#: One IPv6 connection: as FLOW_DTYPE with 16-byte addresses in network order.
-FLOW6_DTYPE = np.dtype(_flow_fields(("u1", (16,))))
-
-
 def flow_records(records: np.ndarray, flow_states: np.ndarray,
                  ended: Union[int, np.ndarray]) -> np.ndarray:
     """Flow rows (FLOW_DTYPE / FLOW6_DTYPE) from engine records, their flow states, and why
@@ -103,12 +83,12 @@ def flow_records(records: np.ndarray, flow_states: np.ndarray,
     out["flipped"] = (status & _engine.STATUS_FLIPPED) != 0
     out["picked_up"] = (status & _engine.STATUS_PICKED_UP) != 0
     out["illegal"] = status >> _engine.STATUS_ILLEGAL_SHIFT
-    history = np.zeros((n, _HISTORY_WIDTH), dtype=np.uint8)
+    history = np.zeros((n, HISTORY_WIDTH), dtype=np.uint8)
     conn_state = np.zeros(n, dtype=np.uint8)
     _engine.zeek_columns(np.ascontiguousarray(flow_states).view(np.uint8), status,
                          np.ascontiguousarray(records["orig_bytes"]),
                          np.ascontiguousarray(records["resp_bytes"]), history, conn_state)
-    out["history"] = history.view(f"S{_HISTORY_WIDTH}").ravel()
+    out["history"] = history.view(f"S{HISTORY_WIDTH}").ravel()
     out["conn_state"] = conn_state
     out["ended"] = ended
     return out

@@ -11,7 +11,9 @@ from typing import Any, Iterable, Mapping, NamedTuple, Optional, Union
 import numpy as np
 
 from fasttcp import _engine
-from fasttcp.flows import FLOW6_DTYPE, FLOW_DTYPE, LIVE, flow_records
+from fasttcp.dtypes import (CONN4_DTYPE, CONN6_DTYPE, EVENT6_DTYPE, EVENT_DTYPE, FLOW6_DTYPE,
+                            FLOW_DTYPE, SEGMENT6_DTYPE, SEGMENT_DTYPE)
+from fasttcp.flows import LIVE, flow_records
 from fasttcp.models import Model, get_model
 
 __all__ = ["Tracker", "ConnInfo", "UpdateResult", "LookupResult", "TableFullError",
@@ -19,24 +21,7 @@ __all__ = ["Tracker", "ConnInfo", "UpdateResult", "LookupResult", "TableFullErro
            "VERDICTS", "NEW", "VALID", "INVALID", "IGNORED", "STATUS_ALIVE", "STATUS_REPLIED",
            "STATUS_FLIPPED", "STATUS_PICKED_UP", "STATUS_ILLEGAL_SHIFT", "addresses"]
 
-#: One IPv4 segment event. ``ts`` is nanoseconds (any epoch, never negative); addresses are
-#: host-order integers (``int(ipaddress.IPv4Address(...))``); ``length`` is the TCP payload.
-EVENT_DTYPE = np.dtype([("ts", "<i8"), ("src", "<u4"), ("dst", "<u4"), ("sport", "<u2"),
-                        ("dport", "<u2"), ("flags", "u1"), ("length", "<u4")])
-#: One IPv6 segment event: as EVENT_DTYPE with 16-byte addresses in network order.
-EVENT6_DTYPE = np.dtype([("ts", "<i8"), ("src", "u1", (16,)), ("dst", "u1", (16,)),
-                         ("sport", "<u2"), ("dport", "<u2"), ("flags", "u1"), ("length", "<u4")])
-#: A segment as the capture reader and the synthetic generator give it: EVENT_DTYPE plus the
-#: TCP sequence number, acknowledgement number, raw (unscaled) window, and the window-scale
-#: option of a SYN (-1 when absent). `Tracker.update` takes it as it is.
-SEGMENT_DTYPE = np.dtype(EVENT_DTYPE.descr + [("seq", "<u4"), ("ack", "<u4"), ("window", "<u2"),
-                                              ("wscale", "i1")])
-#: The IPv6 twin of SEGMENT_DTYPE.
-SEGMENT6_DTYPE = np.dtype(EVENT6_DTYPE.descr + [("seq", "<u4"), ("ack", "<u4"),
-                                                ("window", "<u2"), ("wscale", "i1")])
 _SEGMENT_FAMILIES = {SEGMENT_DTYPE: 4, SEGMENT6_DTYPE: 6}
-CONN4_DTYPE = _engine.CONN4_DTYPE
-CONN6_DTYPE = _engine.CONN6_DTYPE
 _CONN_FIELDS: tuple[str, ...] = tuple(CONN4_DTYPE.names or ())
 
 NEW, VALID, INVALID, IGNORED = (_engine.VERDICT_NEW, _engine.VERDICT_VALID,

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fasttcp.models import ACK, PSH
-from fasttcp.tracker import EVENT_DTYPE
+from fasttcp.dtypes import EVENT_DTYPE
 
 
 @dataclass(frozen=True)
