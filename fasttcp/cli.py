@@ -154,15 +154,16 @@ def build_parser() -> argparse.ArgumentParser:
                     "mid-stream pickups.", arguments=_generate_arguments)
 
     bench = commands.add_parser(
-        "bench", help="time the tracker on a synthetic workload beside a plain-Python tracker",
+        "bench", help="time the tracker on a synthetic workload beside plain-Python trackers",
         description="Opens CONNECTIONS IPv4 connections, then times batches of EVENTS uniformly "
-                    "random data segments on them, and the same traffic through a plain-Python "
-                    "dict tracker, in one process.")
+                    "random data segments on them (flags-only, and sequence-aware with flows), "
+                    "a bare record loop, and the same traffic through a minimal plain-Python "
+                    "dict tracker and fasttcp.reference, in one process, round by round.")
     bench.add_argument("--connections", type=positive_int, default=1_000_000)
     bench.add_argument("--events", type=positive_int, default=1_000_000, help="events per batch")
     bench.add_argument("--repeats", type=positive_int, default=7)
     bench.add_argument("--python-events", type=positive_int, default=200_000,
-                       help="prefix of the traffic the Python tracker is timed on")
+                       help="prefix of the traffic the Python trackers are timed on")
     bench.add_argument("--seed", type=int, default=0)
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
