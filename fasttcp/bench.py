@@ -9,10 +9,11 @@ Used by ``fasttcp bench``, ``benchmarks/compare.py`` and ``benchmarks/compare_mo
 """
 from __future__ import annotations
 
+import os
 import statistics
 import time
 import tracemalloc
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
@@ -195,6 +196,25 @@ def python_bytes_per_connection(tracker: Any, setup: np.ndarray, sample: int) ->
     return size / sample
 
 
+def available_memory() -> int:
+    """Bytes the system can give without swapping (MemAvailable), or the free pages."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+# Python trackers are set up in slices: a batch becomes lists of Python ints first, which
+# at 10M events would take gigabytes for a moment.
+_PYTHON_SLICE = 1 << 20
+# A Python tracker is left out when it would take more than this share of the available memory.
+_PYTHON_MEMORY_SHARE = 0.6
+
+
 def measure(connections: int = 1_000_000, events: int = 1_000_000, repeats: int = 7,
             python_events: int = 200_000, seed: int = 0) -> dict:
     """Times `events`-long batches of uniform traffic over `connections` live connections.
@@ -216,11 +236,21 @@ def measure(connections: int = 1_000_000, events: int = 1_000_000, repeats: int 
     which = np.random.default_rng(seed).integers(0, connections, events, dtype=np.uint32)
     python_events = min(python_events, events)
     prefix = columns(workload.traffic[:python_events])
-    minimal = MinimalTracker()
-    minimal.update(**setup)
-    reference = ReferenceTracker()
-    reference.update(**setup)
     modes = mode_trackers(["flags-only", "sequence-aware + flows"], workload, seed)
+    python_runs, skipped = {}, {}
+    sizes = {"minimal": python_bytes_per_connection(MinimalTracker(), workload.setup, 100_000),
+             "reference": python_bytes_per_connection(ReferenceTracker(), workload.setup,
+                                                      100_000)}
+    for name, make in (("minimal", MinimalTracker), ("reference", ReferenceTracker)):
+        need, available = sizes[name] * connections, available_memory()
+        if need > _PYTHON_MEMORY_SHARE * available:
+            skipped[name] = (f"needs about {need / 2**30:.1f} GiB for {connections:,} "
+                             f"connections, {available / 2**30:.1f} GiB available")
+            continue
+        python = make()
+        for at in range(0, connections, _PYTHON_SLICE):
+            python.update(**columns(workload.setup[at:at + _PYTHON_SLICE]))
+        python_runs[name] = (lambda python=python: python.update(**prefix), python_events)
     with Tracker(capacity=connections, shards=2, expiry=False) as sharded:
         sharded.update(**setup)
         rates = median_rates({
@@ -228,35 +258,37 @@ def measure(connections: int = 1_000_000, events: int = 1_000_000, repeats: int 
             "two": (lambda: sharded.update(**traffic), events),
             **modes,
             "limit": (lambda: touch_records(records, which), events),
-            "minimal": (lambda: minimal.update(**prefix), python_events),
-            "reference": (lambda: reference.update(**prefix), python_events),
+            **python_runs,
         }, repeats)
-    fast, limit, minimal_rate = rates["fast"], rates["limit"], rates["minimal"]
+    fast, limit = rates["fast"], rates["limit"]
     flags, seq_flows = rates["flags-only"], rates["sequence-aware + flows"]
+    minimal, reference = rates.get("minimal"), rates.get("reference")   # None: not run
     return {
         "connections": connections, "events_per_batch": events, "repeats": repeats,
-        "fasttcp_events_per_s": fast, "python_events_per_s": minimal_rate,
-        "ratio": fast / minimal_rate,
-        "reference_events_per_s": rates["reference"],
-        "ratio_reference": fast / rates["reference"],
+        "fasttcp_events_per_s": fast, "python_events_per_s": minimal,
+        "ratio": fast / minimal if minimal else None,
+        "reference_events_per_s": reference,
+        "ratio_reference": fast / reference if reference else None,
+        "python_skipped": skipped,
         "fasttcp_2_threads_events_per_s": rates["two"], "thread_speedup": rates["two"] / fast,
         "record_loop_events_per_s": limit, "fraction_of_record_loop": fast / limit,
         "fasttcp_bytes_per_connection": tracker.bytes_per_connection(4),
         "fasttcp_expiry_events_per_s": flags,
         "seq_flows_events_per_s": seq_flows, "seq_flows_fraction_of_flags_only": seq_flows / flags,
-        "python_bytes_per_connection": python_bytes_per_connection(MinimalTracker(),
-                                                                   workload.setup, 100_000),
-        "reference_bytes_per_connection": python_bytes_per_connection(ReferenceTracker(),
-                                                                      workload.setup, 100_000),
+        "python_bytes_per_connection": sizes["minimal"],
+        "reference_bytes_per_connection": sizes["reference"],
         "live_connections": len(tracker),
     }
 
 
+_PYTHON_ROWS = {"minimal": "plain Python dict (minimal)", "reference": "fasttcp.reference"}
+
+
 def report(result: dict) -> str:
     """The figures of `measure` as a small table."""
-    def row(name: str, rate: float, size: Any) -> str:
+    def row(name: str, rate: Optional[float], size: Any) -> str:
         size = f"{size:>12.1f}" if isinstance(size, float) else f"{size:>12}"
-        return f"{name:<32}{rate:>14,.0f}{size}"
+        return f"{name:<32}{'not run' if rate is None else f'{rate:,.0f}':>14}{size}"
 
     per_conn = result["fasttcp_bytes_per_connection"]
     rows = [
@@ -273,10 +305,14 @@ def report(result: dict) -> str:
             result["python_bytes_per_connection"]),
         row("fasttcp.reference (Python)", result["reference_events_per_s"],
             result["reference_bytes_per_connection"]),
+        *(f"{_PYTHON_ROWS[name]} not run: {why}" for name, why in result["python_skipped"].items()),
         f"flags-only: {result['fraction_of_record_loop']:.0%} of the bare record loop; "
         f"sequence-aware + flows: {result['seq_flows_fraction_of_flags_only']:.0%} of "
         f"flags-only (default); 2 threads: {result['thread_speedup']:.2f}x one",
-        f"ratio: {result['ratio']:.1f}x the minimal Python dict tracker, "
-        f"{result['ratio_reference']:.1f}x fasttcp.reference",
     ]
+    ratios = [f"{result[key]:.1f}x {name}" for key, name in (
+        ("ratio", "the minimal Python dict tracker"), ("ratio_reference", "fasttcp.reference"))
+        if result[key] is not None]
+    if ratios:
+        rows.append("ratio: " + ", ".join(ratios))
     return "\n".join(rows)

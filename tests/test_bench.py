@@ -1,5 +1,9 @@
 """fasttcp bench's contestants: the minimal plain-Python tracker, the modes, the figures."""
+import json
+
 import pytest
+
+from fasttcp import bench
 
 from fasttcp.bench import (CLOSED, ESTABLISHED, FIN_WAIT, MODES, SYN_RECV, SYN_SENT, TIME_WAIT,
                            MinimalTracker, measure, median_rates, mode_trackers, report)
@@ -79,3 +83,13 @@ def test_every_flags_byte_has_one_event_by_precedence(flags):
                                  or not flags & (SYN | FIN) and bool(flags & ACK))
     assert verdict == (NEW if opens else INVALID)
     assert len(t) == (1 if opens else 0)
+
+
+def test_python_trackers_that_would_not_fit_in_memory_are_left_out_and_named(monkeypatch):
+    monkeypatch.setattr(bench, "_PYTHON_MEMORY_SHARE", 1e-12)
+    result = measure(connections=2000, events=2000, repeats=1, python_events=500)
+    assert result["python_events_per_s"] is None and result["ratio"] is None
+    assert set(result["python_skipped"]) == {"minimal", "reference"}
+    text = report(result)
+    assert "plain Python dict (minimal) not run: needs about" in text and "ratio:" not in text
+    json.dumps(result, allow_nan=False)
