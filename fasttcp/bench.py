@@ -212,7 +212,7 @@ def available_memory() -> int:
 # at 10M events would take gigabytes for a moment.
 _PYTHON_SLICE = 1 << 20
 # A Python tracker is left out when it would take more than this share of the available memory.
-_PYTHON_MEMORY_SHARE = 0.6
+_PYTHON_MEMORY_SHARE = 0.5
 
 
 def measure(connections: int = 1_000_000, events: int = 1_000_000, repeats: int = 7,
