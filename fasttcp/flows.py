@@ -27,6 +27,7 @@ unless segments were retransmitted or lost).
 """
 from __future__ import annotations
 
+import io
 import os
 from contextlib import ExitStack
 from typing import IO, Any, Iterable, Sequence, Union
@@ -120,16 +121,17 @@ def _check_codes(array: np.ndarray, states: Sequence[str]) -> None:
                              f"beyond the {limit} names given")
 
 
-def to_csv(flows: FlowArrays, target: Union[str, os.PathLike, IO[str]], states: Sequence[str],
-           header: bool = True) -> int:
+def to_csv(flows: FlowArrays, target: Union[str, os.PathLike, IO[str], IO[bytes]],
+           states: Sequence[str], header: bool = True) -> int:
     """Writes flow rows (one array, or several of either family) as CSV; returns the rows.
 
     Parameters
     ----------
     flows : FLOW_DTYPE / FLOW6_DTYPE array, or an iterable of them
-    target : path or open text file
+    target : path, or open binary or text file
         A path is written whole or not at all: to a temporary beside it, renamed into place
-        when every row is written (see `fasttcp._atomic`).
+        when every row is written (see `fasttcp._atomic`). The rows are ASCII bytes: a binary
+        file takes them as they are, a text file as str.
     states : sequence of str
         The model's state names (``tracker.model.states``), for the ``state`` column.
     header : bool
@@ -149,13 +151,19 @@ def to_csv(flows: FlowArrays, target: Union[str, os.PathLike, IO[str]], states: 
     with ExitStack() as opened:
         if isinstance(target, (str, os.PathLike)):
             # closed, then renamed into place, only once every row is written
-            stream: IO[str] = opened.enter_context(
-                open(opened.enter_context(atomic_output(target)), "w", newline=""))
+            stream: IO[Any] = opened.enter_context(
+                open(opened.enter_context(atomic_output(target)), "wb"))
         else:
             stream = target
+        # bytes straight from the formatter; decoded only for a text file (one with an encoding)
+        text = isinstance(stream, io.TextIOBase) or hasattr(stream, "encoding")
         if header:
-            stream.write(",".join(CSV_COLUMNS) + "\n")
-        buffer = np.empty(_CSV_ROWS_PER_STEP * (_flowcsv.MAX_ROW_BYTES + width), np.uint8)
+            line = ",".join(CSV_COLUMNS) + "\n"
+            stream.write(line if text else line.encode("ascii"))
+        # room for the longest call's rows only: analyze writes a few thousand at a time, and
+        # fresh pages cost more to fault in than the rows cost to format
+        most = max((min(len(array), _CSV_ROWS_PER_STEP) for array in arrays), default=0)
+        buffer = np.empty(most * (_flowcsv.MAX_ROW_BYTES + width), np.uint8)
         rows = 0
         for array in arrays:
             _check_codes(array, states)
@@ -172,7 +180,8 @@ def to_csv(flows: FlowArrays, target: Union[str, os.PathLike, IO[str]], states: 
                     column["orig_pkts"], column["resp_pkts"], column["state"],
                     column["flipped"].view(np.uint8), column["picked_up"].view(np.uint8),
                     column["illegal"], column["ended"], table, lengths, *bases, buffer)
-                stream.write(buffer[:size].tobytes().decode("ascii"))
+                stream.write(buffer[:size].tobytes().decode("ascii") if text
+                             else memoryview(buffer)[:size])
                 rows += len(part)
     return rows
 
