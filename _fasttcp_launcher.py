@@ -9,6 +9,7 @@ clean-up runs for either: output files are written to temporaries that an except
 """
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from contextlib import contextmanager
@@ -51,6 +52,9 @@ def interrupts_raise() -> Iterator[None]:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Runs ``fasttcp.cli.main``; an interruption, even during its imports, exits with 130
     (SIGINT) or 143 (SIGTERM) and one line on stderr."""
+    # numpy's OpenBLAS starts a thread per core when it loads, and they spin for a while on a
+    # core the command's own work needs; no command uses BLAS. A user's own setting wins.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     try:
         with interrupts_raise():
             from fasttcp.cli import main as run

@@ -1,11 +1,15 @@
-"""fasttcp against a plain-Python dict tracker, on the same events, in one process.
+"""fasttcp's modes, the bare record loop and plain-Python trackers on the same events, in one
+process: interleaved rounds, medians (the same as ``fasttcp bench``).
 
     python benchmarks/compare.py                      # 1M live connections, batches of 1M
     python benchmarks/compare.py --connections 10000000 --json
 
-Prints events/s (median of the repeats) of each tracker, their ratio, and the memory each
-spends per connection. The Python tracker is fasttcp.reference.ReferenceTracker: one dict, one
-loop, the same transition table; it is timed on a prefix of the same traffic.
+Prints events/s of fasttcp flags-only (without expiry, on one and two threads, and as Tracker()
+comes), sequence-aware + flows (what ``fasttcp analyze`` runs), the bare record loop with
+prefetch, the minimal plain-Python dict tracker (fasttcp.bench.MinimalTracker) and
+fasttcp.reference; then flags-only as a fraction of the record loop, sequence-aware + flows as
+a fraction of flags-only, and fasttcp's ratio to each Python tracker. The Python trackers are
+timed on a prefix of the same traffic (--python-events).
 """
 import sys
 

@@ -6,16 +6,12 @@ Tracker(model='conntrack', connections=0, capacity=65536, max_capacity=65536)
 """
 from fasttcp._version import __version__
 from fasttcp.capture import CaptureBatch, CaptureError, CaptureStats, open_capture
-from fasttcp.flows import CONN_STATES, FLOW6_DTYPE, FLOW_DTYPE
+from fasttcp.dtypes import (CONN4_DTYPE, CONN6_DTYPE, EVENT6_DTYPE, EVENT_DTYPE, FLOW6_DTYPE,
+                            FLOW_DTYPE, SEGMENT6_DTYPE, SEGMENT_DTYPE)
+from fasttcp.flows import CONN_STATES
 from fasttcp.sample import SAMPLE_CAPTURE
 from fasttcp.models import FLAG_CLASSES, Model, compile_model, get_model
 from fasttcp.tracker import (
-    CONN4_DTYPE,
-    CONN6_DTYPE,
-    EVENT6_DTYPE,
-    EVENT_DTYPE,
-    SEGMENT6_DTYPE,
-    SEGMENT_DTYPE,
     IGNORED,
     INVALID,
     NEW,

@@ -15,36 +15,50 @@ from libc.string cimport memcpy
 MAX_ROW_BYTES = 320
 
 
+# "00" to "99": numbers are written two digits per division, which halves the divisions
+cdef const char* DIGIT_PAIRS = (b"00010203040506070809101112131415161718192021222324252627282930"
+                                b"31323334353637383940414243444546474849505152535455565758596061"
+                                b"6263646566676869707172737475767778798081828384858687888990919293"
+                                b"949596979899")
+# 10^k for k < 20: the digits of a uint64 are counted by comparisons, without dividing
+cdef uint64_t[20] POW10 = [10**k for k in range(20)]
+
+
+cdef inline void put_pairs(uint8_t* end, uint64_t value, intp_t n) noexcept nogil:
+    """The n lowest decimal digits of value, zero-padded, ending just before `end`."""
+    cdef uint64_t pair
+    while n >= 2:
+        pair = (value % 100) * 2
+        value //= 100
+        end -= 2
+        end[0] = DIGIT_PAIRS[pair]
+        end[1] = DIGIT_PAIRS[pair + 1]
+        n -= 2
+    if n:
+        (end - 1)[0] = 48 + value % 10
+
+
 cdef inline intp_t put_uint(uint8_t* out, uint64_t value) noexcept nogil:
-    cdef uint8_t digits[20]
-    cdef intp_t n = 0, k
-    while True:
-        digits[n] = 48 + value % 10
+    cdef intp_t n = 1
+    while n < 20 and value >= POW10[n]:
         n += 1
-        value //= 10
-        if value == 0:
-            break
-    for k in range(n):
-        out[k] = digits[n - 1 - k]
+    put_pairs(out + n, value, n)
     return n
 
 
 cdef inline intp_t put_seconds(uint8_t* out, int64_t ns) noexcept nogil:
     """Nanoseconds as decimal seconds with nine decimals ("-" sign for negatives)."""
-    cdef intp_t at = 0, k
-    cdef uint64_t whole, frac
+    cdef intp_t at = 0
+    cdef uint64_t whole
     if ns < 0:
         out[0] = 45
         at = 1
         whole = <uint64_t>(-(ns + 1)) + 1
     else:
         whole = <uint64_t>ns
-    frac = whole % 1_000_000_000
     at += put_uint(out + at, whole // 1_000_000_000)
     out[at] = 46
-    for k in range(9, 0, -1):
-        out[at + k] = 48 + frac % 10
-        frac //= 10
+    put_pairs(out + at + 10, whole % 1_000_000_000, 9)
     return at + 10
 
 

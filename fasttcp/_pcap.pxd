@@ -1,8 +1,9 @@
 from fasttcp._typedefs cimport int8_t, int64_t, intp_t, uint8_t, uint16_t, uint32_t, uint64_t
 
 
-# One TCP segment as the reader writes it: the C twin of fasttcp.SEGMENT_DTYPE (packed, like the
-# numpy dtype, which has no padding). The import-time check in _pcap.pyx compares the two.
+# One TCP segment as the reader writes it, packed (no padding). fasttcp.SEGMENT_DTYPE is derived
+# from this struct (field offsets read off a dummy instance in _pcap.pyx), so the two cannot
+# disagree; the fields up to `length` make fasttcp.EVENT_DTYPE.
 cdef packed struct seg4_t:
     int64_t ts                  # capture timestamp, ns since the epoch
     uint32_t src                # sender address, host-order integer

@@ -25,6 +25,9 @@ MAX_OPTIONS: int
 MAX_INTERFACES: int
 SEG4_SIZE: int
 SEG6_SIZE: int
+SEGMENT_FIELDS: tuple[str, ...]
+SEGMENT_DTYPE: np.dtype  # seg4_t, derived from the struct
+SEGMENT6_DTYPE: np.dtype  # seg6_t
 
 def read_pcap(
     buf: npt.NDArray[np.uint8],  # const uint8_t[::1]

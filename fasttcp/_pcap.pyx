@@ -119,6 +119,40 @@ cdef uint64_t[10] MAX_RAW = [0x7FFFFFFFFFFFFFFF // 10**j for j in range(10)]
 SEG4_SIZE = sizeof(seg4_t)
 SEG6_SIZE = sizeof(seg6_t)
 
+ctypedef fused seg_t:
+    seg4_t
+    seg6_t
+
+
+cdef list seg_offsets(const seg_t* s):
+    """Byte offsets of the segment fields, in SEGMENT_FIELDS order."""
+    cdef intp_t base = <intp_t>s
+    return [<intp_t>&s.ts - base, <intp_t>&s.src - base, <intp_t>&s.dst - base,
+            <intp_t>&s.sport - base, <intp_t>&s.dport - base, <intp_t>&s.flags - base,
+            <intp_t>&s.length - base, <intp_t>&s.seq - base, <intp_t>&s.ack - base,
+            <intp_t>&s.window - base, <intp_t>&s.wscale - base]
+
+
+cdef seg4_t _dummy4
+cdef seg6_t _dummy6
+
+SEGMENT_FIELDS = ("ts", "src", "dst", "sport", "dport", "flags", "length", "seq", "ack",
+                  "window", "wscale")
+# native byte order, as the kernels write the rows; the C types of the fields after the addresses
+_SEGMENT_TAIL_FORMATS = ["u2", "u2", "u1", "u4", "u4", "u4", "u2", "i1"]
+
+
+def _segment_dtype(address, list offsets, intp_t itemsize):
+    return np.dtype({"names": list(SEGMENT_FIELDS),
+                     "formats": ["i8", address, address] + _SEGMENT_TAIL_FORMATS,
+                     "offsets": offsets, "itemsize": itemsize})
+
+
+#: The rows the kernels write (seg4_t / seg6_t): field names, offsets and size read off the
+#: structs, as _engine derives CONN4_DTYPE from conn4_t. fasttcp.dtypes re-exports them.
+SEGMENT_DTYPE = _segment_dtype("u4", seg_offsets(&_dummy4), sizeof(seg4_t))
+SEGMENT6_DTYPE = _segment_dtype(("u1", (16,)), seg_offsets(&_dummy6), sizeof(seg6_t))
+
 cdef enum:
     ETH_IPV4 = 0x0800
     ETH_IPV6 = 0x86DD

@@ -72,7 +72,7 @@ class _FlowSink:
         self.csv = None
         if path and path.endswith(".csv"):
             self.csv = outputs.enter_context(
-                open(outputs.enter_context(atomic_output(path)), "w", newline=""))
+                open(outputs.enter_context(atomic_output(path)), "wb"))
             to_csv([], self.csv, states)
 
     def add(self, flows: np.ndarray) -> None:

@@ -22,7 +22,7 @@ from typing import BinaryIO, Iterator, NamedTuple, Optional, Union
 import numpy as np
 
 from fasttcp import _pcap
-from fasttcp.tracker import SEGMENT6_DTYPE, SEGMENT_DTYPE
+from fasttcp.dtypes import SEGMENT6_DTYPE, SEGMENT_DTYPE
 
 __all__ = ["open_capture", "Capture", "CaptureBatch", "CaptureStats", "CaptureError",
            "SKIP_REASONS"]
@@ -41,9 +41,6 @@ _GZIP_MAGIC = b"\x1f\x8b"
 _GZIP_ERRORS = (OSError, EOFError, zlib.error)
 _DEFAULT_CHUNK = 4 << 20
 _ROWS_PER_BATCH = 1 << 17
-
-if SEGMENT_DTYPE.itemsize != _pcap.SEG4_SIZE or SEGMENT6_DTYPE.itemsize != _pcap.SEG6_SIZE:
-    raise ImportError("fasttcp._pcap was built against different segment dtypes; rebuild it")
 
 
 class CaptureError(ValueError):

@@ -18,7 +18,7 @@ import logging
 import os
 import sys
 import time
-from typing import Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from fasttcp import __version__
 from fasttcp.analyze import FLOW_FORMATS, Analysis, analyze, plot_timeline
@@ -26,7 +26,6 @@ from fasttcp.capture import CaptureError
 from fasttcp.flows import CONN_STATE_MEANINGS
 from fasttcp.models import MODELS
 from fasttcp.sample import SAMPLE_CAPTURE
-from fasttcp.synth import DEFAULT_START, KINDS, PCAP_TS_END, generate, write_pcap
 from fasttcp.tracker import DEFAULT_CLOCK_CONFIRM, DEFAULT_MAX_CLOCK_JUMP, MAX_CLOCK_JUMP
 
 
@@ -59,6 +58,7 @@ def clock_jump(text: str) -> Optional[float]:
 
 def mix_weights(text: str) -> dict[str, float]:
     """KIND=WEIGHT,KIND=WEIGHT as a mapping."""
+    from fasttcp.synth import KINDS
     weights = {}
     for item in text.split(","):
         kind, _, weight = item.partition("=")
@@ -74,11 +74,44 @@ def mix_weights(text: str) -> dict[str, float]:
     return weights
 
 
+class _CommandParser(argparse.ArgumentParser):
+    """A command's parser that can add its arguments only when that command is parsed (or its
+    help shown): `generate`'s options name the generator's scenario kinds, and importing the
+    generator for them would slow every other command's start."""
+
+    def __init__(self, *args: Any,
+                 arguments: Optional[Callable[[argparse.ArgumentParser], None]] = None,
+                 **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._arguments = arguments
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        if self._arguments is not None:
+            add, self._arguments = self._arguments, None
+            add(self)
+        return super().parse_known_args(args, namespace)
+
+
+def _generate_arguments(generate_cmd: argparse.ArgumentParser) -> None:
+    from fasttcp.synth import KINDS
+    generate_cmd.add_argument("output", metavar="OUT.pcap", help="ending in .gz: gzip it")
+    generate_cmd.add_argument("--connections", type=positive_int, default=10_000)
+    generate_cmd.add_argument("--seed", type=int, default=0)
+    generate_cmd.add_argument("--rate", type=float, default=10_000.0,
+                              help="connections per second of capture time")
+    generate_cmd.add_argument("--mix", type=mix_weights, help="KIND=WEIGHT,... over: "
+                              + ", ".join(KINDS))
+    generate_cmd.add_argument("--nanosecond", action="store_true",
+                              help="nanosecond timestamps (default microseconds)")
+    generate_cmd.add_argument("--json", action="store_true", help="print one JSON object")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fasttcp", description="TCP connection tracking "
                                      "for millions of connections.")
     parser.add_argument("--version", action="version", version=f"fasttcp {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                     parser_class=_CommandParser)
 
     analyze_cmd = commands.add_parser(
         "analyze", help="track the connections of captures; print states and conn_state counts",
@@ -113,33 +146,24 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--scheduler", metavar="ADDRESS", help="run on the Dask cluster whose "
                        "scheduler is at ADDRESS (needs fasttcp[dask])")
 
-    generate_cmd = commands.add_parser(
+    commands.add_parser(
         "generate", help="write a synthetic capture",
         description="Writes a reproducible synthetic capture (Ethernet/IPv4/TCP headers) of "
                     "CONNECTIONS scenario instances: handshakes, data, FIN and RST teardowns, "
                     "simultaneous open and close, retransmissions, SYN floods, scans, "
-                    "mid-stream pickups.")
-    generate_cmd.add_argument("output", metavar="OUT.pcap", help="ending in .gz: gzip it")
-    generate_cmd.add_argument("--connections", type=positive_int, default=10_000)
-    generate_cmd.add_argument("--seed", type=int, default=0)
-    generate_cmd.add_argument("--rate", type=float, default=10_000.0,
-                              help="connections per second of capture time")
-    generate_cmd.add_argument("--mix", type=mix_weights, help="KIND=WEIGHT,... over: "
-                              + ", ".join(KINDS))
-    generate_cmd.add_argument("--nanosecond", action="store_true",
-                              help="nanosecond timestamps (default microseconds)")
-    generate_cmd.add_argument("--json", action="store_true", help="print one JSON object")
+                    "mid-stream pickups.", arguments=_generate_arguments)
 
     bench = commands.add_parser(
-        "bench", help="time the tracker on a synthetic workload beside a plain-Python tracker",
+        "bench", help="time the tracker on a synthetic workload beside plain-Python trackers",
         description="Opens CONNECTIONS IPv4 connections, then times batches of EVENTS uniformly "
-                    "random data segments on them, and the same traffic through a plain-Python "
-                    "dict tracker, in one process.")
+                    "random data segments on them (flags-only, and sequence-aware with flows), "
+                    "a bare record loop, and the same traffic through a minimal plain-Python "
+                    "dict tracker and fasttcp.reference, in one process, round by round.")
     bench.add_argument("--connections", type=positive_int, default=1_000_000)
     bench.add_argument("--events", type=positive_int, default=1_000_000, help="events per batch")
     bench.add_argument("--repeats", type=positive_int, default=7)
     bench.add_argument("--python-events", type=positive_int, default=200_000,
-                       help="prefix of the traffic the Python tracker is timed on")
+                       help="prefix of the traffic the Python trackers are timed on")
     bench.add_argument("--seed", type=int, default=0)
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
@@ -268,6 +292,7 @@ def _progress_bar(total: int):
 
 
 def _generate(args: argparse.Namespace) -> str:
+    from fasttcp.synth import DEFAULT_START, PCAP_TS_END, generate, write_pcap
     started = time.perf_counter()
     try:
         batches = generate(args.connections, seed=args.seed, mix=args.mix, rate=args.rate)

@@ -39,9 +39,10 @@ except ImportError:                                          # pragma: no cover
 from fasttcp._atomic import atomic_output
 from fasttcp._engine import EventClock
 from fasttcp.capture import SKIP_REASONS, CaptureStats, open_capture
-from fasttcp.flows import FLOW_DTYPE, to_pandas
-from fasttcp.tracker import (DEFAULT_CLOCK_CONFIRM, DEFAULT_MAX_CLOCK_JUMP, EVENT_DTYPE,
-                             SEGMENT6_DTYPE, SEGMENT_DTYPE, Tracker, _integer_column, addresses)
+from fasttcp.dtypes import EVENT_DTYPE, FLOW_DTYPE, SEGMENT6_DTYPE, SEGMENT_DTYPE
+from fasttcp.flows import to_pandas
+from fasttcp.tracker import (DEFAULT_CLOCK_CONFIRM, DEFAULT_MAX_CLOCK_JUMP, Tracker,
+                             _integer_column, addresses)
 
 __all__ = ["flows_from_captures", "flows_from_events", "flow_partition", "EVENT_COLUMNS",
            "TCPDUMP_FLAGS", "TS_UNITS"]

@@ -27,6 +27,7 @@ unless segments were retransmitted or lost).
 """
 from __future__ import annotations
 
+import io
 import os
 from contextlib import ExitStack
 from typing import IO, Any, Iterable, Sequence, Union
@@ -35,6 +36,7 @@ import numpy as np
 
 from fasttcp import _engine, _flowcsv
 from fasttcp._atomic import atomic_output
+from fasttcp.dtypes import FLOW6_DTYPE, FLOW_DTYPE, HISTORY_WIDTH
 
 __all__ = ["FLOW_DTYPE", "FLOW6_DTYPE", "CONN_STATES", "CONN_STATE_MEANINGS", "ENDED",
            "flow_records", "to_csv", "to_pandas", "to_parquet", "CSV_COLUMNS"]
@@ -66,27 +68,6 @@ LIVE, CLOSED, EXPIRED, EVICTED = range(len(ENDED))
 if (CLOSED, EXPIRED, EVICTED) != (_engine.END_CLOSED, _engine.END_EXPIRED, _engine.END_EVICTED):
     raise ImportError("fasttcp._engine numbers end reasons differently; rebuild it")
 
-_HISTORY_WIDTH = 19     # '^' and at most 18 letters: each of 9 kinds once per direction
-
-
-def _flow_fields(address: Any) -> list:
-    return [("ts", "<i8"), ("last_ts", "<i8"), ("duration", "<f8"),
-            ("orig_h", address), ("orig_p", "<u2"), ("resp_h", address), ("resp_p", "<u2"),
-            ("orig_pkts", "<u4"), ("orig_bytes", "<u8"), ("resp_pkts", "<u4"),
-            ("resp_bytes", "<u8"), ("state", "u1"), ("conn_state", "u1"),
-            ("history", f"S{_HISTORY_WIDTH}"), ("flipped", "?"), ("picked_up", "?"),
-            ("illegal", "u1"), ("ended", "u1")]
-
-
-#: One IPv4 connection. ``ts`` / ``last_ts``: first and last segment (ns); ``duration`` in
-#: seconds; addresses as host-order integers; ``state``: the model's final state (a code into
-#: ``model.states``); ``conn_state``: a code into CONN_STATES; ``history``: Zeek's letters,
-#: ASCII; ``illegal``: illegal segments (saturating at 15); ``ended``: a code into ENDED.
-FLOW_DTYPE = np.dtype(_flow_fields("<u4"))
-#: One IPv6 connection: as FLOW_DTYPE with 16-byte addresses in network order.
-FLOW6_DTYPE = np.dtype(_flow_fields(("u1", (16,))))
-
-
 def flow_records(records: np.ndarray, flow_states: np.ndarray,
                  ended: Union[int, np.ndarray]) -> np.ndarray:
     """Flow rows (FLOW_DTYPE / FLOW6_DTYPE) from engine records, their flow states, and why
@@ -103,12 +84,12 @@ def flow_records(records: np.ndarray, flow_states: np.ndarray,
     out["flipped"] = (status & _engine.STATUS_FLIPPED) != 0
     out["picked_up"] = (status & _engine.STATUS_PICKED_UP) != 0
     out["illegal"] = status >> _engine.STATUS_ILLEGAL_SHIFT
-    history = np.zeros((n, _HISTORY_WIDTH), dtype=np.uint8)
+    history = np.zeros((n, HISTORY_WIDTH), dtype=np.uint8)
     conn_state = np.zeros(n, dtype=np.uint8)
     _engine.zeek_columns(np.ascontiguousarray(flow_states).view(np.uint8), status,
                          np.ascontiguousarray(records["orig_bytes"]),
                          np.ascontiguousarray(records["resp_bytes"]), history, conn_state)
-    out["history"] = history.view(f"S{_HISTORY_WIDTH}").ravel()
+    out["history"] = history.view(f"S{HISTORY_WIDTH}").ravel()
     out["conn_state"] = conn_state
     out["ended"] = ended
     return out
@@ -140,16 +121,17 @@ def _check_codes(array: np.ndarray, states: Sequence[str]) -> None:
                              f"beyond the {limit} names given")
 
 
-def to_csv(flows: FlowArrays, target: Union[str, os.PathLike, IO[str]], states: Sequence[str],
-           header: bool = True) -> int:
+def to_csv(flows: FlowArrays, target: Union[str, os.PathLike, IO[str], IO[bytes]],
+           states: Sequence[str], header: bool = True) -> int:
     """Writes flow rows (one array, or several of either family) as CSV; returns the rows.
 
     Parameters
     ----------
     flows : FLOW_DTYPE / FLOW6_DTYPE array, or an iterable of them
-    target : path or open text file
+    target : path, or open binary or text file
         A path is written whole or not at all: to a temporary beside it, renamed into place
-        when every row is written (see `fasttcp._atomic`).
+        when every row is written (see `fasttcp._atomic`). The rows are ASCII bytes: a binary
+        file takes them as they are, a text file as str.
     states : sequence of str
         The model's state names (``tracker.model.states``), for the ``state`` column.
     header : bool
@@ -169,13 +151,19 @@ def to_csv(flows: FlowArrays, target: Union[str, os.PathLike, IO[str]], states: 
     with ExitStack() as opened:
         if isinstance(target, (str, os.PathLike)):
             # closed, then renamed into place, only once every row is written
-            stream: IO[str] = opened.enter_context(
-                open(opened.enter_context(atomic_output(target)), "w", newline=""))
+            stream: IO[Any] = opened.enter_context(
+                open(opened.enter_context(atomic_output(target)), "wb"))
         else:
             stream = target
+        # bytes straight from the formatter; decoded only for a text file (one with an encoding)
+        text = isinstance(stream, io.TextIOBase) or hasattr(stream, "encoding")
         if header:
-            stream.write(",".join(CSV_COLUMNS) + "\n")
-        buffer = np.empty(_CSV_ROWS_PER_STEP * (_flowcsv.MAX_ROW_BYTES + width), np.uint8)
+            line = ",".join(CSV_COLUMNS) + "\n"
+            stream.write(line if text else line.encode("ascii"))
+        # room for the longest call's rows only: analyze writes a few thousand at a time, and
+        # fresh pages cost more to fault in than the rows cost to format
+        most = max((min(len(array), _CSV_ROWS_PER_STEP) for array in arrays), default=0)
+        buffer = np.empty(most * (_flowcsv.MAX_ROW_BYTES + width), np.uint8)
         rows = 0
         for array in arrays:
             _check_codes(array, states)
@@ -192,7 +180,8 @@ def to_csv(flows: FlowArrays, target: Union[str, os.PathLike, IO[str]], states: 
                     column["orig_pkts"], column["resp_pkts"], column["state"],
                     column["flipped"].view(np.uint8), column["picked_up"].view(np.uint8),
                     column["illegal"], column["ended"], table, lengths, *bases, buffer)
-                stream.write(buffer[:size].tobytes().decode("ascii"))
+                stream.write(buffer[:size].tobytes().decode("ascii") if text
+                             else memoryview(buffer)[:size])
                 rows += len(part)
     return rows
 

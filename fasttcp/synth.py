@@ -59,7 +59,7 @@ import numpy as np
 
 from fasttcp._atomic import atomic_output
 from fasttcp.models import ACK, FIN, PSH, RST, SYN, URG
-from fasttcp.tracker import SEGMENT_DTYPE
+from fasttcp.dtypes import SEGMENT_DTYPE
 
 __all__ = ["generate", "write_pcap", "KINDS", "DEFAULT_MIX", "CHUNK_CONNECTIONS", "SCANNED_PORTS",
            "SYN_FLOOD_BURST", "SYN_FLOOD_VICTIM", "SNAPLEN", "DEFAULT_START", "PCAP_TS_END"]

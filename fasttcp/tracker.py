@@ -14,6 +14,8 @@ import numpy as np
 from fasttcp import _engine
 from fasttcp._columns import address_columns, batch_columns
 from fasttcp._columns import integer_column as _integer_column  # fasttcp.dask's name for it
+from fasttcp.dtypes import (CONN4_DTYPE, CONN6_DTYPE, EVENT6_DTYPE, EVENT_DTYPE, SEGMENT6_DTYPE,
+                            SEGMENT_DTYPE)
 from fasttcp.models import Model, get_model
 from fasttcp.tables import TableSet, TableSpec, no_flows, shard_share
 
@@ -22,23 +24,6 @@ __all__ = ["Tracker", "ConnInfo", "UpdateResult", "LookupResult", "TableFullErro
            "VERDICTS", "NEW", "VALID", "INVALID", "IGNORED", "STATUS_ALIVE", "STATUS_REPLIED",
            "STATUS_FLIPPED", "STATUS_PICKED_UP", "STATUS_ILLEGAL_SHIFT", "addresses"]
 
-#: One IPv4 segment event. ``ts`` is nanoseconds (any epoch, never negative); addresses are
-#: host-order integers (``int(ipaddress.IPv4Address(...))``); ``length`` is the TCP payload.
-EVENT_DTYPE = np.dtype([("ts", "<i8"), ("src", "<u4"), ("dst", "<u4"), ("sport", "<u2"),
-                        ("dport", "<u2"), ("flags", "u1"), ("length", "<u4")])
-#: One IPv6 segment event: as EVENT_DTYPE with 16-byte addresses in network order.
-EVENT6_DTYPE = np.dtype([("ts", "<i8"), ("src", "u1", (16,)), ("dst", "u1", (16,)),
-                         ("sport", "<u2"), ("dport", "<u2"), ("flags", "u1"), ("length", "<u4")])
-#: A segment as the capture reader and the synthetic generator give it: EVENT_DTYPE plus the
-#: TCP sequence number, acknowledgement number, raw (unscaled) window, and the window-scale
-#: option of a SYN (-1 when absent). `Tracker.update` takes it as it is.
-SEGMENT_DTYPE = np.dtype(EVENT_DTYPE.descr + [("seq", "<u4"), ("ack", "<u4"), ("window", "<u2"),
-                                              ("wscale", "i1")])
-#: The IPv6 twin of SEGMENT_DTYPE.
-SEGMENT6_DTYPE = np.dtype(EVENT6_DTYPE.descr + [("seq", "<u4"), ("ack", "<u4"),
-                                                ("window", "<u2"), ("wscale", "i1")])
-CONN4_DTYPE = _engine.CONN4_DTYPE
-CONN6_DTYPE = _engine.CONN6_DTYPE
 _CONN_FIELDS: tuple[str, ...] = tuple(CONN4_DTYPE.names or ())
 
 NEW, VALID, INVALID, IGNORED = (_engine.VERDICT_NEW, _engine.VERDICT_VALID,

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fasttcp.dtypes import EVENT_DTYPE, SEGMENT_DTYPE
 from fasttcp.models import ACK, PSH
-from fasttcp.tracker import EVENT_DTYPE
 
 
 @dataclass(frozen=True)
@@ -88,3 +88,16 @@ def _traffic(setup: np.ndarray, pick: np.ndarray, rng: np.random.Generator) -> n
 def columns(events: np.ndarray) -> dict:
     """Contiguous per-field arrays of a structured event batch, as `Tracker.update` takes them."""
     return {name: np.ascontiguousarray(events[name]) for name in events.dtype.names or ()}
+
+
+def with_sequence(events: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """An EVENT_DTYPE batch as SEGMENT_DTYPE rows, for sequence-aware tracking: random
+    sequence and acknowledgement numbers, full windows, no window scale."""
+    segments = np.zeros(len(events), dtype=SEGMENT_DTYPE)
+    for name in events.dtype.names or ():
+        segments[name] = events[name]
+    segments["seq"] = rng.integers(0, 2**32, len(events), dtype=np.uint32)
+    segments["ack"] = rng.integers(0, 2**32, len(events), dtype=np.uint32)
+    segments["window"] = 65535
+    segments["wscale"] = -1
+    return segments

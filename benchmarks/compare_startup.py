@@ -1,0 +1,72 @@
+"""Start-up of ``fasttcp analyze`` on the bundled sample, beside bare Python and numpy's import.
+
+    python benchmarks/compare_startup.py [--rounds 40] [--baseline /path/to/other/checkout]
+    python benchmarks/compare_startup.py --rounds 10 -- CAPTURE --flows /tmp/flows.csv
+
+Runs each command as a fresh process, round by round (each round runs every command once, in
+turn, so that a change in the host's load reaches all of them alike), and prints the median
+wall time and the median CPU time (user + system, from the kernel's accounting of the child)
+of each. The analyze commands run as the ``fasttcp`` console script does: the launcher first,
+then the package. ``--baseline`` adds the same command on another checkout of fasttcp (its
+compiled modules built in place), e.g. the main branch, for a before/after in one run.
+Bytecode caches are allowed (PYTHONDONTWRITEBYTECODE is removed), as in an installed package.
+Arguments after ``--`` go to ``fasttcp analyze`` instead of the default (the bundled sample),
+for whole-process times on a capture of one's own.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+LAUNCH = "import sys; from _fasttcp_launcher import main; sys.exit(main())"
+
+
+def timed(argv: list[str], env: dict) -> tuple[float, float]:
+    """Wall and CPU seconds of one run of `argv`."""
+    start = time.perf_counter()
+    child = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(child.pid, 0)
+    wall = time.perf_counter() - start
+    child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode:
+        raise SystemExit(f"{argv} exited with {child.returncode}")
+    return wall, usage.ru_utime + usage.ru_stime
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=40)
+    parser.add_argument("--baseline", help="another fasttcp checkout, built in place")
+    parser.add_argument("analyze_args", nargs="*", metavar="ANALYZE_ARG",
+                        help="arguments for fasttcp analyze (after --)")
+    args = parser.parse_args()
+    analyze = [sys.executable, "-c", LAUNCH, "analyze", *args.analyze_args]
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("PYTHONDONTWRITEBYTECODE", "OPENBLAS_NUM_THREADS")}
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    commands = {"python -c pass": ([sys.executable, "-c", "pass"], env),
+                "python -c 'import numpy'": ([sys.executable, "-c", "import numpy"], env),
+                "fasttcp analyze": (analyze, {**env, "PYTHONPATH": here})}
+    if args.baseline:
+        commands["fasttcp analyze (baseline)"] = (
+            analyze, {**env, "PYTHONPATH": os.path.abspath(args.baseline)})
+    for argv, command_env in commands.values():      # a warm-up run writes bytecode caches
+        timed(argv, command_env)
+    runs: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
+    for _ in range(args.rounds):
+        for name, (argv, command_env) in commands.items():
+            runs[name].append(timed(argv, command_env))
+    print(f"medians of {args.rounds} interleaved rounds")
+    print(f"{'command':<30}{'wall ms':>10}{'cpu ms':>10}")
+    for name, times in runs.items():
+        wall = statistics.median(t[0] for t in times) * 1e3
+        cpu = statistics.median(t[1] for t in times) * 1e3
+        print(f"{name:<30}{wall:>10.1f}{cpu:>10.1f}")
+
+
+if __name__ == "__main__":
+    main()
