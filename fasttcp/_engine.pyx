@@ -35,11 +35,12 @@ import math
 import numpy as np
 
 cimport numpy as cnp
-from libc.stdint cimport INT64_MAX
+from libc.stdint cimport INT64_MAX, UINT32_MAX
 from libc.string cimport memcpy, memset
 
 from fasttcp._evict cimport evict_attach, evict_nbytes, evict_next, list_for_eviction, ring_size_for
-from fasttcp._flows cimport (E_CLOSED, E_EVICTED, E_EXPIRED, conn_state,
+from fasttcp._flows cimport (CS_OTH, E_CLOSED, E_EVICTED, E_EXPIRED, L_ZERO_WINDOW, SEEN_BITS,
+                             Z_RESET, conn_state, ft_letter_chars,
                              end_connection, ended_full, flow_ok, flow_t, flows_attach,
                              flows_nbytes, flows_prefetch, history_text, start_flow, step_flow,
                              zero_window)
@@ -47,13 +48,18 @@ from fasttcp._index cimport (SLOT_ID_BIAS, fastrange, find, hash_tag, index_inse
                              index_nbytes, index_remove, index_size, probe_fields, probe_lengths,
                              probe_t, rebuild_index, slot_of, walk_tags)
 from fasttcp._pcap cimport seg4_t, seg6_t
-from fasttcp._records cimport (FT_PREFETCH, S_ALIVE, S_FLIPPED, S_PICKED_UP, S_REPLIED, addr6_t,
+from fasttcp._records cimport (FT_PREFETCH, S_ALIVE, S_FLIPPED, S_ILLEGAL_MAX, S_ILLEGAL_SHIFT,
+                               S_PICKED_UP, S_REPLIED, addr6_t,
                                allocate_record, conn4_t, conn6_t, conn_t, count_illegal,
                                count_segment, event_hash, events_t, free_record, next_free,
                                record_hash, records_nbytes, same_connection, set_endpoints)
+from fasttcp._sequence cimport MAX_ACK_WINDOW as C_MAX_ACK_WINDOW, MAX_WSCALE as C_MAX_WSCALE
 from fasttcp._sequence cimport (SEQ_IN_WINDOW, SEQ_OUT_OF_WINDOW, SEQ_RETRANSMISSION,
                                 seq_attach, seq_class, seq_nbytes, seq_ok, seq_prefetch,
                                 seq_segment, seq_start, seq_t)
+from fasttcp._tcp cimport TH_ACK as C_TH_ACK, TH_CWR as C_TH_CWR, TH_ECE as C_TH_ECE
+from fasttcp._tcp cimport TH_FIN as C_TH_FIN, TH_PUSH as C_TH_PUSH, TH_RST as C_TH_RST
+from fasttcp._tcp cimport TH_SYN as C_TH_SYN, TH_URG as C_TH_URG
 from fasttcp._typedefs cimport int8_t, int64_t, intp_t, uint8_t, uint16_t, uint32_t, uint64_t
 from fasttcp._wheel cimport (TICK_NS, WHEEL_MASK, WHEEL_SLOTS, bound_wheel, bucket_t,
                              clamp_tick, deadline_of, expiry_attach, expiry_max_nbytes,
@@ -63,20 +69,12 @@ from fasttcp._wheel cimport (TICK_NS, WHEEL_MASK, WHEEL_SLOTS, bound_wheel, buck
 
 cnp.import_array()
 
-# Results a transition cell can hold besides a state; never used as an index.
-INVALID = 255
-IGNORE = 254
 cdef enum:
+    # Results a transition cell can hold besides a state; never used as an index.
     C_INVALID = 255
     C_IGNORE = 254
 
-# Actions a cell may carry (see fasttcp.models for their meaning).
-ACTION_NONE = 0
-ACTION_REOPEN = 1
-ACTION_CLOSE_UNREPLIED = 2
-ACTION_FLIP = 3
-ACTION_PICKUP = 4
-cdef enum:
+    # Actions a cell may carry (see fasttcp.models for their meaning).
     A_NONE = 0
     A_REOPEN = 1
     A_CLOSE_UNREPLIED = 2
@@ -84,22 +82,12 @@ cdef enum:
     A_PICKUP = 4         # on creation: the connection was picked up mid-stream
     A_LAST = 4
 
-VERDICT_NEW = 0
-VERDICT_VALID = 1
-VERDICT_INVALID = 2
-VERDICT_IGNORED = 3
-cdef enum:
+    # What update reports per event.
     V_NEW = 0
     V_VALID = 1
     V_INVALID = 2
     V_IGNORED = 3
 
-STATUS_ALIVE = 1
-STATUS_REPLIED = 2
-STATUS_FLIPPED = 4
-STATUS_PICKED_UP = 8
-STATUS_ILLEGAL_SHIFT = 4
-cdef enum:
     HASH_AHEAD = 32      # events between hashing (and prefetching the slot) and applying
     RECORD_AHEAD = 16     # events between reading the slot (prefetching the record) and applying
     RING = 64             # power of two > HASH_AHEAD
@@ -112,16 +100,57 @@ cdef enum:
     RC_ENDED_FULL = 2    # stopped because the ended-connection buffer is full: collect, resume
     RC_NO_MEMORY = 3     # the wheel could not grow a slot (the event was applied)
 
+# The C constants the Python side reads, each exported from its one definition.
+INVALID = C_INVALID
+IGNORE = C_IGNORE
+ACTION_NONE = A_NONE
+ACTION_REOPEN = A_REOPEN
+ACTION_CLOSE_UNREPLIED = A_CLOSE_UNREPLIED
+ACTION_FLIP = A_FLIP
+ACTION_PICKUP = A_PICKUP
+VERDICT_NEW = V_NEW
+VERDICT_VALID = V_VALID
+VERDICT_INVALID = V_INVALID
+VERDICT_IGNORED = V_IGNORED
+STATUS_ALIVE = S_ALIVE
+STATUS_REPLIED = S_REPLIED
+STATUS_FLIPPED = S_FLIPPED
+STATUS_PICKED_UP = S_PICKED_UP
+STATUS_ILLEGAL_SHIFT = S_ILLEGAL_SHIFT
+ILLEGAL_MAX = S_ILLEGAL_MAX >> S_ILLEGAL_SHIFT    # the illegal-segment count saturates here
+PKTS_MAX = UINT32_MAX                             # packet counters saturate here
+# TCP flag bits (fasttcp.models names them FIN, SYN, ...).
+TH_FIN = C_TH_FIN
+TH_SYN = C_TH_SYN
+TH_RST = C_TH_RST
+TH_PUSH = C_TH_PUSH
+TH_ACK = C_TH_ACK
+TH_URG = C_TH_URG
+TH_ECE = C_TH_ECE
+TH_CWR = C_TH_CWR
+# Sequence windows: the largest window scale (RFC 7323), and netfilter's floor for how far
+# behind an ack may be.
+MAX_WSCALE = C_MAX_WSCALE
+MAX_ACK_WINDOW = C_MAX_ACK_WINDOW
 # Why a connection left the table, as flow rows record it (fasttcp.flows.ENDED, after "live").
-END_CLOSED = 1
-END_EXPIRED = 2
-END_EVICTED = 3
-# Zeek's TCP endpoint states (zeek/zeek TCP_Endpoint.h), as conn_state reads them.
+END_CLOSED = E_CLOSED
+END_EXPIRED = E_EXPIRED
+END_EVICTED = E_EVICTED
+# Zeek's TCP endpoint states (zeek/zeek TCP_Endpoint.h) by Z_* code, as conn_state reads them.
 ZEEK_STATES = ("INACTIVE", "SYN_SENT", "SYN_ACK_SENT", "PARTIAL", "ESTABLISHED", "CLOSED",
                "RESET")
-# Zeek history letters by code (a history entry is code << 1 | direction, the originator's in
-# upper case), and the "seen" bit each one sets: S and H share one, as in Zeek.
+# Zeek history letters by L_* code (a history entry is code << 1 | direction, the originator's
+# in upper case), and the "seen" bit each one sets: S and H share one, as in Zeek.
 HISTORY_LETTERS = "SHADFRQITW"
+# Bytes of a history string: a '^' (flipped) and at most one letter per seen bit.
+HISTORY_WIDTH = 1 + 2 * SEEN_BITS
+# Zeek's conn_state values (zeek/zeek base/protocols/conn/main.zeek), by CS_* code.
+CONN_STATE_NAMES = ("S0", "S1", "SF", "REJ", "S2", "S3", "RSTO", "RSTR", "RSTOS0", "RSTRH",
+                    "SH", "SHR", "OTH")
+if (len(ZEEK_STATES) != Z_RESET + 1 or len(CONN_STATE_NAMES) != CS_OTH + 1
+        or len(HISTORY_LETTERS) != L_ZERO_WINDOW + 1
+        or HISTORY_LETTERS != ft_letter_chars[: 2 * (L_ZERO_WINDOW + 1)][::2].decode()):
+    raise ImportError("the Zeek names and the C codes of _flows.pxd disagree")
 # Engine limit: slots keep at least 2 bits of hash tag.
 MAX_CAPACITY = (1 << 30) - SLOT_ID_BIAS - 1
 # Live connections per index slot at most. At 0.5 a successful probe reads 1.5 slots on
@@ -131,9 +160,6 @@ MAX_LOAD = 0.5
 MAX_FILL = 0.7
 
 
-# Zeek's conn_state values (zeek/zeek base/protocols/conn/main.zeek), by code.
-CONN_STATE_NAMES = ("S0", "S1", "SF", "REJ", "S2", "S3", "RSTO", "RSTR", "RSTOS0", "RSTRH",
-                    "SH", "SHR", "OTH")
 ctypedef fused segment_t:
     seg4_t
     seg6_t
@@ -203,8 +229,8 @@ def zeek_columns(const uint8_t[::1] flow_states, const uint8_t[::1] status,
             or resp_bytes.shape[0] != n or out_history.shape[0] != n
             or out_conn_state.shape[0] != n):
         raise ValueError("zeek_columns: arrays differ in length")
-    if out_history.shape[1] < 19:
-        raise ValueError("zeek_columns: history rows need 19 bytes")
+    if out_history.shape[1] < HISTORY_WIDTH:
+        raise ValueError(f"zeek_columns: history rows need {HISTORY_WIDTH} bytes")
     if n == 0:
         return
     f = <const flow_t*>&flow_states[0]

@@ -3,6 +3,7 @@
 from libc.string cimport memset
 
 from fasttcp._records cimport conn_t, events_t, prefetch_line_pair
+from fasttcp._tcp cimport TH_ACK, TH_FIN, TH_RST, TH_SYN
 from fasttcp._typedefs cimport intp_t, uint8_t, uint16_t, uint32_t, uint64_t
 
 cdef extern from *:
@@ -164,8 +165,8 @@ cdef inline void zeek_step(flow_t* f, int d, uint8_t flags, uint32_t length,
     W and T when sequence tracking saw a zero window or a retransmission."""
     cdef uint8_t* ep = &f.orig_zeek if d == 0 else &f.resp_zeek
     cdef uint8_t* peer = &f.resp_zeek if d == 0 else &f.orig_zeek
-    cdef int syn = (flags & 0x02) != 0, fin = (flags & 0x01) != 0
-    cdef int rst = (flags & 0x04) != 0, ack = (flags & 0x10) != 0
+    cdef int syn = (flags & TH_SYN) != 0, fin = (flags & TH_FIN) != 0
+    cdef int rst = (flags & TH_RST) != 0, ack = (flags & TH_ACK) != 0
     cdef int controls = syn + fin + rst
     cdef uint8_t state = ep[0] & 0x0F
     if controls > 1:
@@ -226,7 +227,7 @@ cdef inline void zeek_step(flow_t* f, int d, uint8_t flags, uint32_t length,
 
 
 cdef inline bint zero_window(const events_t* ev, intp_t i) noexcept nogil:
-    return ev.window != NULL and ev.window[i] == 0 and not (ev.flags[i] & 0x04)
+    return ev.window != NULL and ev.window[i] == 0 and not (ev.flags[i] & TH_RST)
 
 
 cdef inline void start_flow(flow_part_t* p, intp_t rid, int d, const events_t* ev,

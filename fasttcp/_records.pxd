@@ -1,6 +1,7 @@
 # The records part: one fixed-size record per connection, the free list threaded through dead
 # records, the events a batch brings, and the seeded hash of a connection's endpoints.
 # Everything here is `cdef inline` or a declaration, compiled into the module that cimports it.
+from libc.stdint cimport UINT32_MAX
 from libc.string cimport memcmp, memcpy
 
 from fasttcp._typedefs cimport int8_t, int64_t, intp_t, uint8_t, uint16_t, uint32_t, uint64_t
@@ -40,7 +41,7 @@ cdef struct conn4_t:
     uint8_t orig_flags          # OR of the TCP flags sent by the originator
     uint8_t resp_flags          # OR of the TCP flags sent by the responder
     uint32_t orig_pkts          # segments orig -> resp, saturating at 2**32 - 1
-                                # (free record: index of the next free one)
+                                # (free record: index of the next free one, UINT32_MAX: none)
     uint32_t resp_pkts          # segments resp -> orig, saturating
     uint64_t orig_bytes         # payload bytes orig -> resp
     uint64_t resp_bytes         # payload bytes resp -> orig
@@ -110,9 +111,9 @@ cdef enum:
     S_REPLIED = 2        # the responder has sent a segment the model did not call invalid
     S_FLIPPED = 4        # the first segment came from the responder (ACTION_FLIP)
     S_PICKED_UP = 8      # no handshake was seen (ACTION_PICKUP)
-    S_ILLEGAL_ONE = 16   # the high 4 bits count illegal segments, saturating at 15
+    S_ILLEGAL_SHIFT = 4  # the high 4 bits count illegal segments, saturating at 15
+    S_ILLEGAL_ONE = 1 << S_ILLEGAL_SHIFT
     S_ILLEGAL_MAX = 0xF0
-    FREE_END = 0xffffffff  # a free record's orig_pkts when it is the last on the free list
 
 
 cdef inline void prefetch_line_pair(const void* p, size_t size) noexcept nogil:
@@ -226,7 +227,7 @@ cdef inline void set_endpoints(conn_t* c, const events_t* ev, intp_t i, bint fli
 cdef inline void count_segment(conn_t* c, int d, const events_t* ev, intp_t i) noexcept nogil:
     # orig_* and resp_* fields are adjacent pairs: index them by direction, without a branch
     cdef int64_t ts = ev.ts[i]
-    (&c.orig_pkts)[d] += (&c.orig_pkts)[d] != 0xffffffffu  # saturates rather than wraps
+    (&c.orig_pkts)[d] += (&c.orig_pkts)[d] != UINT32_MAX  # saturates rather than wraps
     (&c.orig_bytes)[d] += ev.length[i]
     (&c.orig_flags)[d] |= ev.flags[i]
     if ts > c.last_ts:
@@ -243,7 +244,7 @@ cdef inline void free_record(records_t* r, conn_t* recs, intp_t rid) noexcept no
     cdef conn_t* c = &recs[rid]
     r.count -= 1
     c.status = 0
-    c.orig_pkts = <uint32_t>r.free_head if r.free_head >= 0 else FREE_END
+    c.orig_pkts = <uint32_t>r.free_head if r.free_head >= 0 else UINT32_MAX
     r.free_head = rid
 
 
@@ -251,7 +252,7 @@ cdef inline intp_t allocate_record(records_t* r, conn_t* recs) noexcept nogil:
     cdef intp_t rid
     if r.free_head >= 0:
         rid = <intp_t>r.free_head
-        r.free_head = -1 if recs[rid].orig_pkts == FREE_END else <int64_t>recs[rid].orig_pkts
+        r.free_head = -1 if recs[rid].orig_pkts == UINT32_MAX else <int64_t>recs[rid].orig_pkts
         return rid
     rid = r.used
     r.used += 1
@@ -260,7 +261,7 @@ cdef inline intp_t allocate_record(records_t* r, conn_t* recs) noexcept nogil:
 
 cdef inline intp_t next_free(const conn_t* recs, intp_t rid) noexcept nogil:
     """The free record after rid on the free list, or -1."""
-    return -1 if recs[rid].orig_pkts == FREE_END else <intp_t>recs[rid].orig_pkts
+    return -1 if recs[rid].orig_pkts == UINT32_MAX else <intp_t>recs[rid].orig_pkts
 
 
 cdef inline bint same_endpoint(const conn_t* a, int da, const conn_t* b, int db) noexcept nogil:

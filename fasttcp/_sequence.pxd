@@ -4,6 +4,7 @@ from libc.stdint cimport int32_t
 from libc.string cimport memset
 
 from fasttcp._records cimport events_t, prefetch_line_pair
+from fasttcp._tcp cimport TH_ACK, TH_FIN, TH_RST, TH_SYN
 from fasttcp._typedefs cimport intp_t, uint8_t, uint16_t, uint32_t
 
 cdef enum:
@@ -80,8 +81,8 @@ cdef inline int seq_segment(seq_t* sq, int d, const events_t* ev, intp_t i) noex
     cdef seq_dir_t* snd = (&sq.orig) + d
     cdef seq_dir_t* rcv = (&sq.orig) + (1 - d)
     cdef uint8_t flags = ev.flags[i]
-    cdef bint syn = (flags & 0x02) != 0, fin = (flags & 0x01) != 0
-    cdef bint rst = (flags & 0x04) != 0, ack = (flags & 0x10) != 0
+    cdef bint syn = (flags & TH_SYN) != 0, fin = (flags & TH_FIN) != 0
+    cdef bint rst = (flags & TH_RST) != 0, ack = (flags & TH_ACK) != 0
     cdef uint32_t seq = ev.seq[i], length = ev.length[i]
     cdef uint32_t end = seq + length + syn + fin, ackno = ev.ack[i], limit, window
     cdef int result = SEQ_IN_WINDOW
@@ -139,7 +140,7 @@ cdef inline uint8_t seq_class(const seq_part_t* p, const seq_t* sq, int d, uint8
     """The flag class refined by the ack number: an ACK or FIN-ACK that does not yet cover the
     peer's FIN is its "early" class, so a model can tell FIN_WAIT_2 and CLOSING apart."""
     cdef const seq_dir_t* rcv = (&sq.orig) + (1 - d)
-    if (ev.flags[i] & 0x10) and rcv.flags & SQ_FIN and seq_before(ev.ack[i], rcv.fin_end):
+    if (ev.flags[i] & TH_ACK) and rcv.flags & SQ_FIN and seq_before(ev.ack[i], rcv.fin_end):
         return p.early[cls]
     return cls
 

@@ -66,7 +66,7 @@ LIVE, CLOSED, EXPIRED, EVICTED = range(len(ENDED))
 if (CLOSED, EXPIRED, EVICTED) != (_engine.END_CLOSED, _engine.END_EXPIRED, _engine.END_EVICTED):
     raise ImportError("fasttcp._engine numbers end reasons differently; rebuild it")
 
-_HISTORY_WIDTH = 19     # '^' and at most 18 letters: each of 9 kinds once per direction
+_HISTORY_WIDTH = _engine.HISTORY_WIDTH   # '^' and at most 18 letters: 9 kinds per direction
 
 
 def _flow_fields(address: Any) -> list:

@@ -113,3 +113,20 @@ def test_restore_attaches_every_part(family):
     for mine, theirs in zip(table.storage, copy.storage):
         np.testing.assert_array_equal(mine, theirs)
     assert copy.totals == table.totals
+
+
+def test_python_constants_come_from_the_engine_definitions():
+    """Flag bits, history width and counter limits were written out again in Python."""
+    from fasttcp import flows, models
+
+    assert (models.FIN, models.SYN, models.RST, models.PSH, models.ACK, models.URG,
+            models.ECE, models.CWR) == (_engine.TH_FIN, _engine.TH_SYN, _engine.TH_RST,
+                                        _engine.TH_PUSH, _engine.TH_ACK, _engine.TH_URG,
+                                        _engine.TH_ECE, _engine.TH_CWR)
+    assert sorted((models.FIN, models.SYN, models.RST, models.PSH, models.ACK, models.URG,
+                   models.ECE, models.CWR)) == [1 << bit for bit in range(8)]
+    assert flows.FLOW_DTYPE["history"].itemsize == _engine.HISTORY_WIDTH == 19
+    assert _engine.PKTS_MAX == np.iinfo(_engine.CONN4_DTYPE["orig_pkts"]).max
+    assert _engine.ILLEGAL_MAX == 0xFF >> _engine.STATUS_ILLEGAL_SHIFT
+    assert len(_engine.HISTORY_LETTERS) == 10 and len(_engine.ZEEK_STATES) == 7
+
