@@ -42,20 +42,20 @@ from fasttcp._evict cimport evict_attach, evict_nbytes, evict_next, list_for_evi
 from fasttcp._flows cimport (CS_OTH, E_CLOSED, E_EVICTED, E_EXPIRED, L_ZERO_WINDOW, SEEN_BITS,
                              Z_RESET, conn_state, ft_letter_chars,
                              end_connection, ended_full, flow_ok, flow_t, flows_attach,
-                             flows_nbytes, flows_prefetch, history_text, start_flow, step_flow,
+                             flows_nbytes, flows_to_prefetch, history_text, start_flow, step_flow,
                              zero_window)
 from fasttcp._index cimport (SLOT_ID_BIAS, fastrange, find, hash_tag, index_insert,
                              index_nbytes, index_remove, index_size, probe_fields, probe_lengths,
                              probe_t, rebuild_index, slot_of, walk_tags)
 from fasttcp._pcap cimport seg4_t, seg6_t
-from fasttcp._records cimport (FT_PREFETCH, S_ALIVE, S_FLIPPED, S_ILLEGAL_MAX, S_ILLEGAL_SHIFT,
+from fasttcp._records cimport (FT_PREFETCH, FT_PREFETCH_SPAN, S_ALIVE, S_FLIPPED, S_ILLEGAL_MAX, S_ILLEGAL_SHIFT,
                                S_PICKED_UP, S_REPLIED, addr6_t,
                                allocate_record, conn4_t, conn6_t, conn_t, count_illegal,
                                count_segment, event_hash, events_t, free_record, next_free,
                                record_hash, records_nbytes, same_connection, set_endpoints)
 from fasttcp._sequence cimport MAX_ACK_WINDOW as C_MAX_ACK_WINDOW, MAX_WSCALE as C_MAX_WSCALE
 from fasttcp._sequence cimport (SEQ_IN_WINDOW, SEQ_OUT_OF_WINDOW, SEQ_RETRANSMISSION,
-                                seq_attach, seq_class, seq_nbytes, seq_ok, seq_prefetch,
+                                seq_attach, seq_class, seq_nbytes, seq_ok, seq_to_prefetch,
                                 seq_segment, seq_start, seq_t)
 from fasttcp._tcp cimport TH_ACK as C_TH_ACK, TH_CWR as C_TH_CWR, TH_ECE as C_TH_ECE
 from fasttcp._tcp cimport TH_FIN as C_TH_FIN, TH_PUSH as C_TH_PUSH, TH_RST as C_TH_RST
@@ -63,7 +63,7 @@ from fasttcp._tcp cimport TH_SYN as C_TH_SYN, TH_URG as C_TH_URG
 from fasttcp._typedefs cimport int8_t, int64_t, intp_t, uint8_t, uint16_t, uint32_t, uint64_t
 from fasttcp._wheel cimport (TICK_NS, WHEEL_MASK, WHEEL_SLOTS, bound_wheel, bucket_t,
                              clamp_tick, deadline_of, expiry_attach, expiry_max_nbytes,
-                             expiry_nbytes, expiry_prefetch, free_wheel, is_due, schedule,
+                             expiry_nbytes, free_wheel, is_due, schedule,
                              schedule_if_sooner, ticks_after, wheel_bound, wheel_from_lists,
                              wheel_new, wheel_push, wheel_t)
 
@@ -329,14 +329,6 @@ cdef inline void stage_hash(ring_t* ring, probe_t ix, const table_t* t, const co
     FT_PREFETCH(&ix.index[home])
 
 
-cdef inline void prefetch_parts(const table_t* t, intp_t rid) noexcept nogil:
-    """Prefetches every enabled per-record part of record rid (the record itself is fetched
-    by walk_tags, which finds it)."""
-    expiry_prefetch(&t.expiry, rid)
-    seq_prefetch(&t.seq, rid)
-    flows_prefetch(&t.flows, rid)
-
-
 cdef inline void stage_walk(ring_t* ring, probe_t ix, const table_t* t, const conn_t* recs,
                             intp_t j) noexcept nogil:
     cdef intp_t k = j & (RING - 1)
@@ -346,9 +338,13 @@ cdef inline void stage_walk(ring_t* ring, probe_t ix, const table_t* t, const co
     ring.walked[k] = p
     ring.walked_at[k] = t.index.slot_changes
     if slot >= SLOT_ID_BIAS:
-        # walk_tags fetched the matched record; its other parts are read with it: fetch them
-        # too, or each segment of a tracker keeping them waits for them from memory
-        prefetch_parts(t, <intp_t>(slot & ix.id_mask) - SLOT_ID_BIAS)
+        # walk_tags fetched the matched record; the parts read with it for every segment are
+        # fetched too, or each segment waits for them from memory. (Here, in a function with
+        # side effects: see FT_PREFETCH_SPAN.) The expiry part's due tick is not: it is read
+        # only when a segment changes the state, and a line more per segment costs more.
+        rid = <intp_t>(slot & ix.id_mask) - SLOT_ID_BIAS
+        FT_PREFETCH_SPAN(seq_to_prefetch(&t.seq, rid), sizeof(seq_t))
+        FT_PREFETCH_SPAN(flows_to_prefetch(&t.flows, rid), sizeof(flow_t))
 
 
 cdef inline uint64_t probe_start(const ring_t* ring, const table_t* t, intp_t i,

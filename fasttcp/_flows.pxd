@@ -2,7 +2,7 @@
 # conn_state), kept beside its record, and the buffer of ended connections awaiting collection.
 from libc.string cimport memset
 
-from fasttcp._records cimport conn_t, events_t, prefetch_line_pair
+from fasttcp._records cimport conn_t, events_t
 from fasttcp._tcp cimport TH_ACK, TH_FIN, TH_RST, TH_SYN
 from fasttcp._typedefs cimport intp_t, uint8_t, uint16_t, uint32_t, uint64_t
 
@@ -98,9 +98,9 @@ cdef inline void flows_attach(flow_part_t* p, void* states) noexcept nogil:
     p.enabled = states != NULL
 
 
-cdef inline void flows_prefetch(const flow_part_t* p, intp_t rid) noexcept nogil:
-    if p.enabled:
-        prefetch_line_pair(&p.states[rid], sizeof(flow_t))
+cdef inline const flow_t* flows_to_prefetch(const flow_part_t* p, intp_t rid) noexcept nogil:
+    """What the prefetch stage fetches of record rid: its flow state, NULL when not kept."""
+    return &p.states[rid] if p.enabled else NULL
 
 
 cdef inline intp_t flows_nbytes(const flow_part_t* p, intp_t capacity,

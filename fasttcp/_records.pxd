@@ -13,6 +13,16 @@ cdef extern from *:
     #else
     #define FT_PREFETCH(p) ((void)(p))
     #endif
+    /* Prefetches the lines of a `size`-byte object at p (not line-aligned: its first and
+       last byte), nothing for NULL. A macro, so the prefetch lands in the caller: GCC counts a
+       prefetch as no side effect, and drops a call to a function that only prefetches. */
+    #define FT_PREFETCH_SPAN(p, size) do { \
+        const char* ft_span_ = (const char*)(p); \
+        if (ft_span_ != NULL) { \
+            FT_PREFETCH(ft_span_); \
+            FT_PREFETCH(ft_span_ + (size) - 1); \
+        } \
+    } while (0)
     /* 64x64 -> 128 bit multiply, folded: the mixing step of wyhash/ahash-style hashes. */
     static inline uint64_t ft_fold_mul(uint64_t a, uint64_t b) {
         __uint128_t r = (__uint128_t)a * b;
@@ -20,6 +30,7 @@ cdef extern from *:
     }
     """
     void FT_PREFETCH(const void* p) noexcept nogil
+    void FT_PREFETCH_SPAN(const void* p, size_t size) noexcept nogil
     uint64_t ft_fold_mul(uint64_t a, uint64_t b) noexcept nogil
 
 
@@ -114,13 +125,6 @@ cdef enum:
     S_ILLEGAL_SHIFT = 4  # the high 4 bits count illegal segments, saturating at 15
     S_ILLEGAL_ONE = 1 << S_ILLEGAL_SHIFT
     S_ILLEGAL_MAX = 0xF0
-
-
-cdef inline void prefetch_line_pair(const void* p, size_t size) noexcept nogil:
-    # an element of a per-record array is not line-aligned: fetch the line holding its last
-    # byte too
-    FT_PREFETCH(p)
-    FT_PREFETCH((<const char*>p) + size - 1)
 
 
 cdef inline uint64_t hash4(const hash_key_t* k, uint32_t sa, uint16_t sp,

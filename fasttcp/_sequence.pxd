@@ -3,7 +3,7 @@
 from libc.stdint cimport int32_t
 from libc.string cimport memset
 
-from fasttcp._records cimport events_t, prefetch_line_pair
+from fasttcp._records cimport events_t
 from fasttcp._tcp cimport TH_ACK, TH_FIN, TH_RST, TH_SYN
 from fasttcp._typedefs cimport intp_t, uint8_t, uint16_t, uint32_t
 
@@ -47,9 +47,9 @@ cdef inline void seq_attach(seq_part_t* p, void* states) noexcept nogil:
     p.enabled = states != NULL
 
 
-cdef inline void seq_prefetch(const seq_part_t* p, intp_t rid) noexcept nogil:
-    if p.enabled:
-        prefetch_line_pair(&p.states[rid], sizeof(seq_t))
+cdef inline const seq_t* seq_to_prefetch(const seq_part_t* p, intp_t rid) noexcept nogil:
+    """What the prefetch stage fetches of record rid: its state, NULL when not kept."""
+    return &p.states[rid] if p.enabled else NULL
 
 
 cdef inline intp_t seq_nbytes(const seq_part_t* p, intp_t capacity) noexcept nogil:

@@ -7,7 +7,7 @@ from libc.stdint cimport INT64_MAX, int32_t
 from libc.stdlib cimport calloc, free
 from libc.string cimport memcpy
 
-from fasttcp._records cimport FT_PREFETCH, S_ALIVE, conn_t
+from fasttcp._records cimport S_ALIVE, conn_t
 from fasttcp._typedefs cimport int64_t, intp_t, uint8_t, uint32_t
 
 cdef enum:
@@ -44,11 +44,6 @@ cdef inline void expiry_attach(expiry_t* x, void* due) noexcept nogil:
     """Points the part at its per-record due ticks (NULL: connections never expire)."""
     x.due = <uint32_t*>due
     x.enabled = due != NULL
-
-
-cdef inline void expiry_prefetch(const expiry_t* x, intp_t rid) noexcept nogil:
-    if x.enabled:
-        FT_PREFETCH(&x.due[rid])      # aligned: never across two lines
 
 
 cdef inline intp_t expiry_nbytes(const expiry_t* x, intp_t capacity) noexcept nogil:
