@@ -38,7 +38,8 @@ cimport numpy as cnp
 from libc.stdint cimport INT64_MAX, UINT32_MAX
 from libc.string cimport memcpy, memset
 
-from fasttcp._evict cimport evict_attach, evict_nbytes, evict_next, list_for_eviction, ring_size_for
+from fasttcp._evict cimport (evict_attach, evict_nbytes, evict_next, list_for_eviction,
+                             ring_saved_ok, ring_saved_t, ring_size_for)
 from fasttcp._flows cimport (CS_OTH, E_CLOSED, E_EVICTED, E_EXPIRED, L_ZERO_WINDOW, SEEN_BITS,
                              Z_RESET, conn_state, ft_letter_chars,
                              end_connection, ended_full, flow_ok, flow_t, flows_attach,
@@ -65,7 +66,8 @@ from fasttcp._wheel cimport (TICK_NS, WHEEL_MASK, WHEEL_SLOTS, bound_wheel, buck
                              clamp_tick, deadline_of, expiry_attach, expiry_max_nbytes,
                              expiry_nbytes, free_wheel, is_due, schedule,
                              schedule_if_sooner, ticks_after, wheel_bound, wheel_from_lists,
-                             wheel_new, wheel_push, wheel_t)
+                             wheel_new, wheel_push, wheel_saved_check, wheel_saved_t, wheel_t,
+                             WHEEL_SAVED_IDLE, WHEEL_SAVED_OK)
 
 cnp.import_array()
 
@@ -797,16 +799,8 @@ cdef struct saved_t:
     # A table's storage as a snapshot holds it (NULL: not kept), for check_saved.
     const flow_t* flows
     const seq_t* seq
-    const uint32_t* due
-    const int64_t* wheel_lengths    # WHEEL_SLOTS counts (checked >= 0, summing to n_entries)
-    const uint32_t* wheel_entries
-    intp_t n_entries
-    int64_t wheel_tick
-    bint wheel_started
-    const uint64_t* ring            # eviction ring, ring_capacity entries (a power of two)
-    intp_t ring_capacity
-    intp_t ring_head                # 0 <= head <= tail <= head + ring_capacity (checked)
-    intp_t ring_tail
+    wheel_saved_t wheel
+    ring_saved_t ring
 
 
 cdef int check_saved(table_t* t, const conn_t* recs, const saved_t* s, uint8_t* marks,
@@ -819,10 +813,10 @@ cdef int check_saved(table_t* t, const conn_t* recs, const saved_t* s, uint8_t* 
     then sits in exactly one slot, no tombstones), and t.records.count set. marks: `used` zero bytes.
     hist: n_states zeros, filled with the live records per state.
     """
-    cdef intp_t rid, other, live = 0, free = 0, at = 0, k
-    cdef uint64_t h, p, entry
+    cdef intp_t rid, other, live = 0, free = 0
+    cdef uint64_t h, p
     cdef uint32_t want, tag, slot
-    cdef intp_t i
+    cdef int wheel_rc
     cdef const conn_t* c
     for rid in range(t.records.used):
         c = &recs[rid]
@@ -871,32 +865,12 @@ cdef int check_saved(table_t* t, const conn_t* recs, const saved_t* s, uint8_t* 
             if p == t.index.nslots:
                 p = 0
             slot = t.index.slots[p]
-    if s.due != NULL and not s.wheel_started:
-        # nothing was ever scheduled: no connection was ever made
-        if live or s.n_entries:
-            return CK_WHEEL_IDLE
-    elif s.due != NULL:
-        for i in range(WHEEL_SLOTS):
-            for k in range(at, at + <intp_t>s.wheel_lengths[i]):
-                rid = s.wheel_entries[k]
-                if rid >= t.records.used:
-                    return CK_WHEEL_ENTRY
-                if (recs[rid].status & S_ALIVE) and (s.due[rid] & WHEEL_MASK) == <uint32_t>i:
-                    marks[rid] |= M_LISTED
-            at += <intp_t>s.wheel_lengths[i]
-        for rid in range(t.records.used):
-            if not (recs[rid].status & S_ALIVE):
-                continue
-            # wrap-aware: due within one revolution from the wheel's tick
-            if <uint32_t>(s.due[rid] - <uint32_t>s.wheel_tick) > WHEEL_MASK:
-                return CK_DUE
-            if not (marks[rid] & M_LISTED):
-                return CK_UNLISTED
-    if s.ring != NULL:
-        for k in range(s.ring_head, s.ring_tail):
-            entry = s.ring[k & (s.ring_capacity - 1)]
-            if <intp_t>(entry & 0xffffffffu) >= t.records.used:
-                return CK_RING
+    if s.wheel.due != NULL:
+        wheel_rc = wheel_saved_check(&s.wheel, recs, t.records.used, live, marks, M_LISTED)
+        if wheel_rc != WHEEL_SAVED_OK:
+            return CK_WHEEL_IDLE + wheel_rc - WHEEL_SAVED_IDLE    # the same problems, in order
+    if s.ring.ring != NULL and not ring_saved_ok(&s.ring, t.records.used):
+        return CK_RING
     return CK_OK
 
 
@@ -1175,17 +1149,17 @@ cdef class FlowTable:
         if seq is not None:
             s.seq = <const seq_t*>cnp.PyArray_DATA(seq)
         if due is not None:
-            lengths, entries = wheel_lists
-            entries = np.ascontiguousarray(entries)
-            s.due = <const uint32_t*>cnp.PyArray_DATA(due)
-            s.wheel_lengths = <const int64_t*>cnp.PyArray_DATA(np.ascontiguousarray(lengths))
-            s.wheel_entries = <const uint32_t*>cnp.PyArray_DATA(entries)
-            s.n_entries = entries.shape[0]
-            s.wheel_tick, s.wheel_started = counters["wheel_tick"], counters["wheel_started"]
+            # (held in locals: s points into them until the end)
+            lengths, entries = (np.ascontiguousarray(a) for a in wheel_lists)
+            s.wheel.due = <const uint32_t*>cnp.PyArray_DATA(due)
+            s.wheel.lengths = <const int64_t*>cnp.PyArray_DATA(lengths)
+            s.wheel.entries = <const uint32_t*>cnp.PyArray_DATA(entries)
+            s.wheel.n_entries = entries.shape[0]
+            s.wheel.tick, s.wheel.started = counters["wheel_tick"], counters["wheel_started"]
         if evict_ring is not None:
-            s.ring = <const uint64_t*>cnp.PyArray_DATA(evict_ring)
-            s.ring_capacity = len(evict_ring)
-            s.ring_head, s.ring_tail = counters["evict_head"], counters["evict_tail"]
+            s.ring.ring = <const uint64_t*>cnp.PyArray_DATA(evict_ring)
+            s.ring.capacity = len(evict_ring)
+            s.ring.head, s.ring.tail = counters["evict_head"], counters["evict_tail"]
         cdef const void* recs = cnp.PyArray_DATA(records)
         cdef uint8_t* marks_p = <uint8_t*>cnp.PyArray_DATA(marks)
         cdef int64_t* hist_p = <int64_t*>cnp.PyArray_DATA(hist)
@@ -1199,7 +1173,7 @@ cdef class FlowTable:
             raise ValueError(SAVED_ERRORS[rc])
         cdef bucket_t* slots = NULL
         if due is not None:
-            slots = wheel_from_lists(s.wheel_lengths, s.wheel_entries)
+            slots = wheel_from_lists(s.wheel.lengths, s.wheel.entries)
             if slots == NULL:
                 raise MemoryError("expiry wheel")
 
@@ -1220,10 +1194,10 @@ cdef class FlowTable:
         if due is not None:
             free_wheel(self.t.expiry.wheel.slots)
             self.t.expiry.wheel.slots = slots
-            self.t.expiry.wheel.allocated = s.n_entries     # wheel_from_lists allocates no slack
-            self.t.expiry.wheel.tick, self.t.expiry.wheel.started = s.wheel_tick, s.wheel_started
+            self.t.expiry.wheel.allocated = s.wheel.n_entries     # wheel_from_lists allocates no slack
+            self.t.expiry.wheel.tick, self.t.expiry.wheel.started = s.wheel.tick, s.wheel.started
         if evict_ring is not None:
-            self.t.evict.head, self.t.evict.tail = s.ring_head, s.ring_tail
+            self.t.evict.head, self.t.evict.tail = s.ring.head, s.ring.tail
             self.t.evict.evicting = counters["evicting"]
 
     def set_clock_limit(self, int64_t limit):

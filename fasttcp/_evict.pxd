@@ -73,3 +73,20 @@ cdef inline void list_for_eviction(evict_t* e, const conn_t* recs, intp_t used,
         e.tail = write
     e.ring[e.tail & mask] = (<uint64_t>rid) | ((<uint64_t>recs[rid].first_ts) << 32)
     e.tail += 1
+
+
+# An eviction ring as a snapshot holds it, for ring_saved_ok.
+cdef struct ring_saved_t:
+    const uint64_t* ring        # capacity entries, a power of two (NULL: no eviction kept)
+    intp_t capacity
+    intp_t head                 # 0 <= head <= tail <= head + capacity (checked before)
+    intp_t tail
+
+
+cdef inline bint ring_saved_ok(const ring_saved_t* s, intp_t used) noexcept nogil:
+    """Every listed entry names a record in use (evict_next and list_for_eviction read it)."""
+    cdef intp_t k
+    for k in range(s.head, s.tail):
+        if <intp_t>(s.ring[k & (s.capacity - 1)] & 0xffffffffu) >= used:
+            return False
+    return True

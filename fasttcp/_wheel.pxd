@@ -229,3 +229,50 @@ cdef inline bucket_t* wheel_from_lists(const int64_t* lengths,
         slots[i].len = slots[i].cap = <uint32_t>lengths[i]
         at += lengths[i]
     return slots
+
+
+# A wheel as a snapshot holds it, for wheel_saved_check.
+cdef struct wheel_saved_t:
+    const uint32_t* due         # per record (NULL: no expiry kept)
+    const int64_t* lengths      # WHEEL_SLOTS counts (checked >= 0, summing to n_entries)
+    const uint32_t* entries     # the slots' lists, in slot order
+    intp_t n_entries
+    int64_t tick
+    bint started
+
+# What wheel_saved_check finds, in this order.
+cdef enum:
+    WHEEL_SAVED_OK = 0
+    WHEEL_SAVED_IDLE = 1        # not started, but lists records or has live connections
+    WHEEL_SAVED_ENTRY = 2       # an entry names a record at or above `used`
+    WHEEL_SAVED_DUE = 3         # a live record is due outside the wheel's revolution
+    WHEEL_SAVED_UNLISTED = 4    # a live record is not listed in the slot of its due tick
+
+
+cdef inline int wheel_saved_check(const wheel_saved_t* s, const conn_t* recs, intp_t used,
+                                  intp_t live, uint8_t* marks, uint8_t listed) noexcept nogil:
+    """Checks a saved wheel against what expire_wheel and compact_wheel trust, in O(records +
+    entries): every entry names a record in use, and every live record is due within the
+    wheel's revolution and listed in the slot of its due tick. marks: one byte per record in
+    use, where the `listed` bit is set for the records found listed."""
+    cdef intp_t i, k, rid, at = 0
+    if not s.started:
+        # nothing was ever scheduled: no connection was ever made
+        return WHEEL_SAVED_IDLE if live or s.n_entries else WHEEL_SAVED_OK
+    for i in range(WHEEL_SLOTS):
+        for k in range(at, at + <intp_t>s.lengths[i]):
+            rid = s.entries[k]
+            if rid >= used:
+                return WHEEL_SAVED_ENTRY
+            if (recs[rid].status & S_ALIVE) and (s.due[rid] & WHEEL_MASK) == <uint32_t>i:
+                marks[rid] |= listed
+        at += <intp_t>s.lengths[i]
+    for rid in range(used):
+        if not (recs[rid].status & S_ALIVE):
+            continue
+        # wrap-aware: due within one revolution from the wheel's tick
+        if <uint32_t>(s.due[rid] - <uint32_t>s.tick) > WHEEL_MASK:
+            return WHEEL_SAVED_DUE
+        if not (marks[rid] & listed):
+            return WHEEL_SAVED_UNLISTED
+    return WHEEL_SAVED_OK
