@@ -130,3 +130,20 @@ def test_python_constants_come_from_the_engine_definitions():
     assert _engine.ILLEGAL_MAX == 0xFF >> _engine.STATUS_ILLEGAL_SHIFT
     assert len(_engine.HISTORY_LETTERS) == 10 and len(_engine.ZEEK_STATES) == 7
 
+
+
+def test_restore_reads_wheel_lengths_given_as_a_strided_view():
+    """restore checked the wheel through a pointer into a contiguous copy of the slot lengths
+    that it had already freed: a valid saved wheel given as a strided view was refused (or
+    read from freed memory)."""
+    table = make_table(4)
+    apply(table, 4, 300, seed=5)
+    lengths, entries = table.wheel_lists()
+    wide = np.zeros(2 * len(lengths), np.int64)
+    wide[::2] = lengths
+    copy = make_table(4)
+    copy.resize(table.capacity)
+    copy.restore(*[None if a is None else a.copy() for a in table.storage], (wide[::2], entries),
+                 np.asarray(table.class_counts).copy(), table.counters())
+    for mine, theirs in zip(copy.wheel_lists(), table.wheel_lists()):
+        np.testing.assert_array_equal(mine, theirs)
