@@ -33,8 +33,8 @@ cdef struct model_t:
     const uint8_t* trans        # [state, direction, class] -> next state / INVALID / IGNORE
     const uint8_t* actions      # [state, direction, class] -> ACTION_*
     const uint8_t* illegal      # [class] -> 1 if segments of the class are counted as illegal
-    intp_t n_states
-    intp_t n_classes
+    intp_t n_states             # states 0..n_states-1; cells above are INVALID / IGNORE
+    intp_t n_classes            # flag classes (early ones included)
     int64_t* hist               # live connections per state
     int64_t* class_counts       # segments seen per flag class
 

@@ -26,8 +26,8 @@ cdef struct index_t:
 cdef struct probe_t:
     # The index fields a probe reads, copied out of index_t into a local so the compiler
     # knows stores into records and the histogram cannot change them.
-    const uint32_t* index
-    uint64_t nslots
+    const uint32_t* index       # index_t.slots
+    uint64_t nslots             # and the rest as in index_t
     uint32_t id_bits
     uint32_t id_mask
     uint32_t tag_mask

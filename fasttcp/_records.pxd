@@ -101,11 +101,11 @@ cdef struct events_t:
 
 
 cdef struct hash_key_t:
-    # the secret, per-tracker key of the endpoint hash (k3 odd)
-    uint64_t k0
+    # the secret, per-tracker key of the endpoint hash
+    uint64_t k0                 # mixed into the lower endpoint (hash4) or address (hash6)
     uint64_t k1
     uint64_t k2
-    uint64_t k3
+    uint64_t k3                 # odd: the final multiplier
 
 
 # The record part of a table: how many records there are and which are free.
@@ -124,7 +124,7 @@ cdef enum:
     S_PICKED_UP = 8      # no handshake was seen (ACTION_PICKUP)
     S_ILLEGAL_SHIFT = 4  # the high 4 bits count illegal segments, saturating at 15
     S_ILLEGAL_ONE = 1 << S_ILLEGAL_SHIFT
-    S_ILLEGAL_MAX = 0xF0
+    S_ILLEGAL_MAX = 15 << S_ILLEGAL_SHIFT
 
 
 cdef inline uint64_t hash4(const hash_key_t* k, uint32_t sa, uint16_t sp,
