@@ -1,13 +1,15 @@
 # The table of one address family, composed of the parts (each in its own .pxd): records,
 # hash index, expiry wheel, eviction ring, sequence window, flows. The optional parts are each
 # switched on by their `enabled` field.
+# (The record, flow, sequence and wheel structs are cimported here too, so a module that
+# cimports them from fasttcp._engine, where they used to be declared, still finds them.)
 from fasttcp._evict cimport evict_t
-from fasttcp._flows cimport flow_part_t
+from fasttcp._flows cimport flow_part_t, flow_t
 from fasttcp._index cimport index_t
-from fasttcp._records cimport records_t
-from fasttcp._sequence cimport seq_part_t
+from fasttcp._records cimport addr6_t, conn4_t, conn6_t, conn_t, events_t, records_t
+from fasttcp._sequence cimport seq_dir_t, seq_part_t, seq_t
 from fasttcp._typedefs cimport int64_t, intp_t, uint8_t, uint32_t
-from fasttcp._wheel cimport expiry_t
+from fasttcp._wheel cimport bucket_t, expiry_t, wheel_t
 
 
 # Per-batch outcome counts, accumulated into the table's totals.
