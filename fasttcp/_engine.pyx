@@ -20,9 +20,9 @@ The table is composed of parts, each in its own .pxd with its struct, its `cdef 
 per-event helpers and its attach / prefetch / nbytes (and, with saved state, check) helpers:
 `_records` (records, free list, events, hashing), `_index` (slots, probing, rebuilding),
 `_wheel` (expiry), `_evict` (eviction ring), `_sequence` (sequence windows) and `_flows`
-(Zeek history and states, the ended buffer). This file composes them: the batch kernel, the
-expiry loop, the snapshot check, and `FlowTable`, whose memory, growth, prefetching and
-accounting run over every part.
+(Zeek history and states, the ended buffer); `_pipeline` holds the prefetch stages, which
+fetch every part kept. This file composes them: the batch kernel, the expiry loop, the
+snapshot check, and `FlowTable`, whose memory, growth and accounting run over every part.
 """
 # Parts are .pxd files of `cdef inline` functions, as sklearn's tree/_utils.pxd, rather than
 # .pxi files pulled in with `include`, as pandas' hashtable: a .pxd is its own namespace, so a
@@ -41,33 +41,32 @@ from libc.string cimport memcpy, memset
 from fasttcp._evict cimport (evict_attach, evict_nbytes, evict_next, list_for_eviction,
                              ring_saved_ok, ring_saved_t, ring_size_for)
 from fasttcp._flows cimport (CS_OTH, E_CLOSED, E_EVICTED, E_EXPIRED, L_ZERO_WINDOW, SEEN_BITS,
-                             Z_RESET, conn_state, ft_letter_chars,
-                             end_connection, ended_full, flow_ok, flow_t, flows_attach,
-                             flows_nbytes, flows_to_prefetch, history_text, start_flow, step_flow,
-                             zero_window)
-from fasttcp._index cimport (SLOT_ID_BIAS, fastrange, find, hash_tag, index_insert,
-                             index_nbytes, index_remove, index_size, probe_fields, probe_lengths,
-                             probe_t, rebuild_index, slot_of, walk_tags)
+                             Z_RESET, conn_state, end_connection, ended_full, flow_ok, flow_t,
+                             flows_attach, flows_nbytes, ft_letter_chars, history_text,
+                             start_flow, step_flow, zero_window)
+from fasttcp._index cimport (SLOT_ID_BIAS, fastrange, find, hash_tag, index_insert, index_nbytes,
+                             index_remove, index_size, probe_fields, probe_lengths, probe_t,
+                             rebuild_index, slot_of)
 from fasttcp._pcap cimport seg4_t, seg6_t
-from fasttcp._records cimport (FT_PREFETCH, FT_PREFETCH_SPAN, S_ALIVE, S_FLIPPED, S_ILLEGAL_MAX, S_ILLEGAL_SHIFT,
-                               S_PICKED_UP, S_REPLIED, addr6_t,
-                               allocate_record, conn4_t, conn6_t, conn_t, count_illegal,
-                               count_segment, event_hash, events_t, free_record, next_free,
-                               record_hash, records_nbytes, same_connection, set_endpoints)
+from fasttcp._pipeline cimport (RING, event_at, pipeline_advance, pipeline_start, probe_start,
+                                ring_t, walk_all_t, walk_ordered_t, walk_t)
+from fasttcp._records cimport (S_ALIVE, S_FLIPPED, S_ILLEGAL_MAX, S_ILLEGAL_SHIFT, S_PICKED_UP,
+                               S_REPLIED, addr6_t, allocate_record, conn4_t, conn6_t, conn_t,
+                               count_illegal, count_segment, event_hash, events_t, free_record,
+                               next_free, record_hash, records_nbytes, same_connection,
+                               start_connection)
 from fasttcp._sequence cimport MAX_ACK_WINDOW as C_MAX_ACK_WINDOW, MAX_WSCALE as C_MAX_WSCALE
-from fasttcp._sequence cimport (SEQ_IN_WINDOW, SEQ_OUT_OF_WINDOW, SEQ_RETRANSMISSION,
-                                seq_attach, seq_class, seq_nbytes, seq_ok, seq_to_prefetch,
-                                seq_segment, seq_start, seq_t)
+from fasttcp._sequence cimport (SEQ_IN_WINDOW, SEQ_OUT_OF_WINDOW, SEQ_RETRANSMISSION, seq_attach,
+                                seq_class, seq_nbytes, seq_ok, seq_segment, seq_start, seq_t)
 from fasttcp._tcp cimport TH_ACK as C_TH_ACK, TH_CWR as C_TH_CWR, TH_ECE as C_TH_ECE
 from fasttcp._tcp cimport TH_FIN as C_TH_FIN, TH_PUSH as C_TH_PUSH, TH_RST as C_TH_RST
 from fasttcp._tcp cimport TH_SYN as C_TH_SYN, TH_URG as C_TH_URG
 from fasttcp._typedefs cimport int8_t, int64_t, intp_t, uint8_t, uint16_t, uint32_t, uint64_t
-from fasttcp._wheel cimport (TICK_NS, WHEEL_MASK, WHEEL_SLOTS, bound_wheel, bucket_t,
-                             clamp_tick, deadline_of, expiry_attach, expiry_max_nbytes,
-                             expiry_nbytes, free_wheel, is_due, schedule,
+from fasttcp._wheel cimport (TICK_NS, WHEEL_MASK, WHEEL_SAVED_IDLE, WHEEL_SAVED_OK, WHEEL_SLOTS,
+                             bound_wheel, bucket_t, clamp_tick, deadline_of, expiry_attach,
+                             expiry_max_nbytes, expiry_nbytes, free_wheel, is_due, schedule,
                              schedule_if_sooner, ticks_after, wheel_bound, wheel_from_lists,
-                             wheel_new, wheel_push, wheel_saved_check, wheel_saved_t, wheel_t,
-                             WHEEL_SAVED_IDLE, WHEEL_SAVED_OK)
+                             wheel_new, wheel_push, wheel_saved_check, wheel_saved_t, wheel_t)
 
 cnp.import_array()
 
@@ -89,10 +88,6 @@ cdef enum:
     V_VALID = 1
     V_INVALID = 2
     V_IGNORED = 3
-
-    HASH_AHEAD = 32      # events between hashing (and prefetching the slot) and applying
-    RECORD_AHEAD = 16     # events between reading the slot (prefetching the record) and applying
-    RING = 64             # power of two > HASH_AHEAD
 
     SHARD_SHIFT = 62     # hash bits 62-63 choose the shard
     MAX_SHARDS = 4
@@ -262,125 +257,10 @@ cdef inline intp_t evict_one(table_t* t, conn_t* recs) noexcept nogil:
     return rid
 
 
-cdef inline void start_connection(conn_t* c, uint8_t state, uint8_t act, bint illegal_segment,
-                                  const events_t* ev, intp_t i) noexcept nogil:
-    cdef bint flip = act == A_FLIP
-    set_endpoints(c, ev, i, flip)
-    c.state = state
-    c.status = S_ALIVE
-    if flip:
-        c.status |= S_FLIPPED | S_REPLIED
-    elif act == A_PICKUP:
-        c.status |= S_PICKED_UP
-    c.orig_flags = c.resp_flags = 0
-    c.orig_pkts = c.resp_pkts = 0
-    c.orig_bytes = c.resp_bytes = 0
-    c.first_ts = c.last_ts = ev.ts[i]
-    count_segment(c, flip, ev, i)
-    if illegal_segment:
-        count_illegal(c)
-
-
-cdef struct ring_t:
-    # What the stages ahead found out about the events before the one being applied.
-    uint64_t hash[RING]
-    uint64_t home[RING]          # home slot
-    uint64_t walked[RING]        # where walk_tags stopped
-    uint64_t walked_at[RING]     # table_t.slot_changes when it did
-    int64_t tomb[RING]           # first tombstone the walk passed, -1 if none
-
-
 cdef inline bint in_shard(const table_t* t, uint64_t h) noexcept nogil:
     # The top two hash bits pick the shard: the index uses the low 32 bits for the home slot
     # and at most bits 32-61 for the tag, so within a shard placement stays uniform.
     return ((h >> SHARD_SHIFT) & (t.n_shards - 1)) == t.shard
-
-
-# How a kernel walks the batch, chosen at compile time (a fused type, so the plain walk
-# keeps its simple addressing): every event in order, or the events listed in `order`
-# (one shard's share) with hashes computed beforehand.
-cdef struct walk_all_t:
-    char unused
-cdef struct walk_ordered_t:
-    char unused
-ctypedef fused walk_t:
-    walk_all_t
-    walk_ordered_t
-
-
-cdef inline intp_t event_at(const walk_t* walk, const events_t* ev, intp_t k) noexcept nogil:
-    """The index of the event at position k of the walk."""
-    if walk_t is walk_ordered_t:
-        return ev.order[k]
-    else:
-        return k
-
-
-cdef inline void stage_hash(ring_t* ring, probe_t ix, const table_t* t, const conn_t* recs,
-                            const events_t* ev, const walk_t* walk, intp_t j) noexcept nogil:
-    cdef intp_t i = event_at(walk, ev, j)
-    cdef uint64_t h
-    if walk_t is walk_ordered_t:
-        h = ev.hash[i]
-    else:
-        h = event_hash(&t.records.key, recs, ev, i)
-    cdef uint64_t home = fastrange(h, ix.nslots)
-    cdef intp_t k = j & (RING - 1)
-    ring.hash[k] = h
-    ring.home[k] = home
-    FT_PREFETCH(&ix.index[home])
-
-
-cdef inline void stage_walk(ring_t* ring, probe_t ix, const table_t* t, const conn_t* recs,
-                            intp_t j) noexcept nogil:
-    cdef intp_t k = j & (RING - 1)
-    cdef uint64_t p = walk_tags(ix, recs, ring.hash[k], ring.home[k], &ring.tomb[k])
-    cdef uint32_t slot = ix.index[p]
-    cdef intp_t rid
-    ring.walked[k] = p
-    ring.walked_at[k] = t.index.slot_changes
-    if slot >= SLOT_ID_BIAS:
-        # walk_tags fetched the matched record; the parts read with it for every segment are
-        # fetched too, or each segment waits for them from memory. (Here, in a function with
-        # side effects: see FT_PREFETCH_SPAN.) The expiry part's due tick is not: it is read
-        # only when a segment changes the state, and a line more per segment costs more.
-        rid = <intp_t>(slot & ix.id_mask) - SLOT_ID_BIAS
-        FT_PREFETCH_SPAN(seq_to_prefetch(&t.seq, rid), sizeof(seq_t))
-        FT_PREFETCH_SPAN(flows_to_prefetch(&t.flows, rid), sizeof(flow_t))
-
-
-cdef inline uint64_t probe_start(const ring_t* ring, const table_t* t, intp_t i,
-                                 int64_t* first_tomb) noexcept nogil:
-    # The walk's result holds while no slot has changed since; slots before it hold no tag
-    # match, so the probe may start there. Otherwise start over from home.
-    cdef intp_t k = i & (RING - 1)
-    if ring.walked_at[k] == t.index.slot_changes:
-        first_tomb[0] = ring.tomb[k]
-        return ring.walked[k]
-    first_tomb[0] = -1
-    return ring.home[k]
-
-
-cdef inline void pipeline_start(ring_t* ring, probe_t ix, const table_t* t, const conn_t* recs,
-                                const events_t* ev, const walk_t* walk, intp_t start,
-                                intp_t n) noexcept nogil:
-    cdef intp_t j
-    for j in range(start, min(start + HASH_AHEAD, n)):
-        stage_hash(ring, ix, t, recs, ev, walk, j)
-    for j in range(start, min(start + RECORD_AHEAD, n)):
-        stage_walk(ring, ix, t, recs, j)
-
-
-cdef inline void pipeline_advance(ring_t* ring, probe_t ix, const table_t* t, const conn_t* recs,
-                                  const events_t* ev, const walk_t* walk, intp_t i,
-                                  intp_t n) noexcept nogil:
-    """Before applying position i: hash position i+HASH_AHEAD, walk the probe of i+RECORD_AHEAD."""
-    cdef intp_t j = i + HASH_AHEAD
-    if j < n:
-        stage_hash(ring, ix, t, recs, ev, walk, j)
-    j = i + RECORD_AHEAD
-    if j < n:
-        stage_walk(ring, ix, t, recs, j)
 
 
 cdef int expire_wheel(table_t* t, conn_t* recs, int64_t now, intp_t* expired) noexcept nogil:
@@ -541,7 +421,7 @@ cdef int apply_batch(table_t* t, conn_t* recs, const events_t* events, const wal
                 hist[nxt] += 1
                 c_n.closed += 1
                 end_connection(&t.flows, c, rid, E_CLOSED)
-                start_connection(c, nxt, act, illegal[cls], ev, i)
+                start_connection(c, nxt, act == A_FLIP, act == A_PICKUP, illegal[cls], ev, i)
                 start_flow(&t.flows, rid, act == A_FLIP, ev, i)
                 seq_start(&t.seq, rid, act == A_FLIP, ev, i)
                 list_for_eviction(&t.evict, recs, t.records.used, rid)
@@ -618,7 +498,7 @@ cdef int apply_batch(table_t* t, conn_t* recs, const events_t* events, const wal
                 rid = allocate_record(&t.records, recs)
                 index_insert(&t.index, pos, first_tomb >= 0, h, rid)
                 c = &recs[rid]
-                start_connection(c, nxt, act, illegal[cls], ev, i)
+                start_connection(c, nxt, act == A_FLIP, act == A_PICKUP, illegal[cls], ev, i)
                 start_flow(&t.flows, rid, act == A_FLIP, ev, i)
                 seq_start(&t.seq, rid, act == A_FLIP, ev, i)
                 list_for_eviction(&t.evict, recs, t.records.used, rid)

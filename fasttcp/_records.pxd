@@ -243,6 +243,27 @@ cdef inline void count_illegal(conn_t* c) noexcept nogil:
         c.status += S_ILLEGAL_ONE
 
 
+cdef inline void start_connection(conn_t* c, uint8_t state, bint flip, bint picked_up,
+                                  bint illegal_segment, const events_t* ev,
+                                  intp_t i) noexcept nogil:
+    """A record for the connection event i opens, in `state`; the receiver of the event is
+    the originator if flip. Counts the event (and it as illegal if illegal_segment)."""
+    set_endpoints(c, ev, i, flip)
+    c.state = state
+    c.status = S_ALIVE
+    if flip:
+        c.status |= S_FLIPPED | S_REPLIED
+    elif picked_up:
+        c.status |= S_PICKED_UP
+    c.orig_flags = c.resp_flags = 0
+    c.orig_pkts = c.resp_pkts = 0
+    c.orig_bytes = c.resp_bytes = 0
+    c.first_ts = c.last_ts = ev.ts[i]
+    count_segment(c, flip, ev, i)
+    if illegal_segment:
+        count_illegal(c)
+
+
 cdef inline void free_record(records_t* r, conn_t* recs, intp_t rid) noexcept nogil:
     """Puts a record that has just ended on the free list."""
     cdef conn_t* c = &recs[rid]
