@@ -98,11 +98,6 @@ cdef inline void flows_attach(flow_part_t* p, void* states) noexcept nogil:
     p.enabled = states != NULL
 
 
-cdef inline const flow_t* flows_to_prefetch(const flow_part_t* p, intp_t rid) noexcept nogil:
-    """What the prefetch stage fetches of record rid: its flow state, NULL when not kept."""
-    return &p.states[rid] if p.enabled else NULL
-
-
 cdef inline intp_t flows_nbytes(const flow_part_t* p, intp_t capacity,
                                 size_t record_size) noexcept nogil:
     """Flow states beside the records, and the ended-connection buffer."""

@@ -14,14 +14,11 @@ cdef extern from *:
     #define FT_PREFETCH(p) ((void)(p))
     #endif
     /* Prefetches the lines of a `size`-byte object at p (not line-aligned: its first and
-       last byte), nothing for NULL. A macro, so the prefetch lands in the caller: GCC counts a
-       prefetch as no side effect, and drops a call to a function that only prefetches. */
+       last byte). A macro, so the prefetch lands in the caller: GCC counts a prefetch as no
+       side effect, and drops a call to a function that only prefetches. */
     #define FT_PREFETCH_SPAN(p, size) do { \
-        const char* ft_span_ = (const char*)(p); \
-        if (ft_span_ != NULL) { \
-            FT_PREFETCH(ft_span_); \
-            FT_PREFETCH(ft_span_ + (size) - 1); \
-        } \
+        FT_PREFETCH(p); \
+        FT_PREFETCH((const char*)(p) + (size) - 1); \
     } while (0)
     /* 64x64 -> 128 bit multiply, folded: the mixing step of wyhash/ahash-style hashes. */
     static inline uint64_t ft_fold_mul(uint64_t a, uint64_t b) {

@@ -47,11 +47,6 @@ cdef inline void seq_attach(seq_part_t* p, void* states) noexcept nogil:
     p.enabled = states != NULL
 
 
-cdef inline const seq_t* seq_to_prefetch(const seq_part_t* p, intp_t rid) noexcept nogil:
-    """What the prefetch stage fetches of record rid: its state, NULL when not kept."""
-    return &p.states[rid] if p.enabled else NULL
-
-
 cdef inline intp_t seq_nbytes(const seq_part_t* p, intp_t capacity) noexcept nogil:
     return capacity * <intp_t>sizeof(seq_t) if p.enabled else 0
 
