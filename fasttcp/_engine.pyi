@@ -20,6 +20,19 @@ STATUS_REPLIED: int
 STATUS_FLIPPED: int
 STATUS_PICKED_UP: int
 STATUS_ILLEGAL_SHIFT: int
+ILLEGAL_MAX: int  # the illegal-segment count in a record's status saturates here
+PKTS_MAX: int  # a record's packet counters saturate here
+TH_FIN: int  # TCP flag bits, as BSD's netinet/tcp.h names them
+TH_SYN: int
+TH_RST: int
+TH_PUSH: int
+TH_ACK: int
+TH_URG: int
+TH_ECE: int
+TH_CWR: int
+MAX_WSCALE: int  # RFC 7323's largest window scale
+MAX_ACK_WINDOW: int  # netfilter's floor for how far behind an ack may be
+HISTORY_WIDTH: int  # bytes of a Zeek history string: '^' and 18 letters
 MAX_CAPACITY: int
 MAX_LOAD: float
 MAX_FILL: float
@@ -40,7 +53,7 @@ def zeek_columns(
     status: npt.NDArray[np.uint8],  # const uint8_t[::1]
     orig_bytes: npt.NDArray[np.uint64],  # const uint64_t[::1]
     resp_bytes: npt.NDArray[np.uint64],  # const uint64_t[::1]
-    out_history: npt.NDArray[np.uint8],  # uint8_t[:, ::1], 15 or more bytes per row
+    out_history: npt.NDArray[np.uint8],  # uint8_t[:, ::1], HISTORY_WIDTH or more bytes per row
     out_conn_state: npt.NDArray[np.uint8],  # uint8_t[::1]
 ) -> None: ...
 
@@ -166,6 +179,8 @@ class FlowTable:
     def tombstones(self) -> int: ...
     @property
     def needs_compaction(self) -> bool: ...
+    @property
+    def nbytes(self) -> int: ...  # the sum of every nbytes_* part
     @property
     def nbytes_records(self) -> int: ...
     @property

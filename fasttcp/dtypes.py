@@ -51,7 +51,7 @@ CONN6_DTYPE: np.dtype = _engine.CONN6_DTYPE
 
 #: Bytes of a flow row's ``history``: '^' and at most 18 letters (each of 9 kinds once per
 #: direction).
-HISTORY_WIDTH = 19
+HISTORY_WIDTH = _engine.HISTORY_WIDTH
 
 
 def _flow_fields(address: Any) -> list:

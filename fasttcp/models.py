@@ -50,6 +50,14 @@ from fasttcp._engine import (
     ACTION_REOPEN,
     IGNORE,
     INVALID,
+    TH_ACK,
+    TH_CWR,
+    TH_ECE,
+    TH_FIN,
+    TH_PUSH,
+    TH_RST,
+    TH_SYN,
+    TH_URG,
 )
 
 __all__ = [
@@ -58,8 +66,9 @@ __all__ = [
     "get_model", "MODELS",
 ]
 
-# TCP header flag bits.
-FIN, SYN, RST, PSH, ACK, URG, ECE, CWR = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x40, 0x80
+# TCP header flag bits, as the engine defines them.
+FIN, SYN, RST, PSH, ACK, URG, ECE, CWR = (TH_FIN, TH_SYN, TH_RST, TH_PUSH, TH_ACK, TH_URG,
+                                          TH_ECE, TH_CWR)
 
 # The first five are the combinations a TCP stack sends; the rest are what scanners and broken
 # stacks send. Order matters only for the codes.
