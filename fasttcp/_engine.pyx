@@ -56,8 +56,9 @@ from fasttcp._records cimport (S_ALIVE, S_FLIPPED, S_ILLEGAL_MAX, S_ILLEGAL_SHIF
                                next_free, record_hash, records_nbytes, same_connection,
                                start_connection)
 from fasttcp._sequence cimport MAX_ACK_WINDOW as C_MAX_ACK_WINDOW, MAX_WSCALE as C_MAX_WSCALE
-from fasttcp._sequence cimport (SEQ_IN_WINDOW, SEQ_OUT_OF_WINDOW, SEQ_RETRANSMISSION, seq_attach,
-                                seq_class, seq_nbytes, seq_ok, seq_segment, seq_start, seq_t)
+from fasttcp._sequence cimport (SEQ_IN_WINDOW, SEQ_OUT_OF_WINDOW, SEQ_RETRANSMISSION, seq_at,
+                                seq_attach, seq_class, seq_nbytes, seq_ok, seq_segment, seq_start,
+                                seq_t)
 from fasttcp._tcp cimport TH_ACK as C_TH_ACK, TH_CWR as C_TH_CWR, TH_ECE as C_TH_ECE
 from fasttcp._tcp cimport TH_FIN as C_TH_FIN, TH_PUSH as C_TH_PUSH, TH_RST as C_TH_RST
 from fasttcp._tcp cimport TH_SYN as C_TH_SYN, TH_URG as C_TH_URG
@@ -267,11 +268,16 @@ cdef int expire_wheel(table_t* t, conn_t* recs, int64_t now, intp_t* expired) no
     """Processes the wheel's ticks up to now's: 0 when done, 1 when the ended buffer filled
     up (call again after collecting), -1 when a slot could not grow."""
     cdef wheel_t* w = &t.expiry.wheel
-    cdef int64_t now_tick = now // TICK_NS, tick, last
+    cdef int64_t now_tick, tick, last
     cdef intp_t r, kept, steps, s, rid
     cdef bucket_t* b
     cdef conn_t* c
     cdef uint32_t slot
+    # time only goes forward: what was due by an earlier call is due now, even if a segment
+    # behind it (a full table making room by its time) changed it since
+    now = max(now, t.expiry.expired_to)
+    t.expiry.expired_to = now
+    now_tick = now // TICK_NS
     if not w.started or now_tick < w.tick:
         return 0
     # a jump of a revolution or more visits every slot once, at the tick each holds
@@ -383,8 +389,8 @@ cdef int apply_batch(table_t* t, conn_t* recs, const events_t* events, const wal
             rid = -1
         seq_rc = SEQ_IN_WINDOW
         if rid >= 0 and t.seq.enabled and ev.seq != NULL:
-            cls = seq_class(&t.seq, &t.seq.states[rid], d, cls, ev, i)
-            seq_rc = seq_segment(&t.seq.states[rid], d, ev, i)
+            cls = seq_class(&t.seq, seq_at(&t.seq, rid), d, cls, ev, i)
+            seq_rc = seq_segment(seq_at(&t.seq, rid), d, ev, i)
             c_n.retransmitted += seq_rc == SEQ_RETRANSMISSION
             c_n.zero_window += zero_window(ev, i)
         if rid >= 0:
@@ -768,6 +774,18 @@ def _grown(array, intp_t capacity, intp_t used):
     return grown
 
 
+def _side_copy(side, view):
+    """A contiguous copy of a view into the side rows `side`, padding bytes included (numpy
+    copies a structured dtype field by field and would leave them undefined); None stays."""
+    if view is None:
+        return None
+    size = view.dtype.itemsize * (view.shape[1] if view.ndim == 2 else 1)
+    start = view.ctypes.data - side.ctypes.data
+    raw = np.lib.stride_tricks.as_strided(side[start:], (view.shape[0], size),
+                                          (view.strides[0], 1))
+    return raw.copy().view(view.dtype).reshape(view.shape)
+
+
 cdef class FlowTable:
     """The connections of one address family (4 or 6) under one compiled model.
 
@@ -789,6 +807,11 @@ cdef class FlowTable:
     cdef object _timeout       # int64 ns per state (expiry), or None
     cdef object _evict_ring    # uint64 ring (eviction), or None
     cdef object _seq           # uint8 (capacity, sizeof(seq_t)) sequence state, or None
+    # _flows and _seq are strided views into one buffer: a record's sequence and flow states
+    # share a side row (64 bytes with both, 64-byte aligned), so that the side state of a
+    # segment's connection is one cache line, not the two or three of separate arrays
+    cdef object _side          # that buffer, or None
+    cdef intp_t _side_stride   # bytes per side row
 
     def __cinit__(self, int family, intp_t capacity, class_of, trans, actions, illegal,
                   intp_t n_states, intp_t n_classes, keys, int shard=0, int n_shards=1,
@@ -890,9 +913,8 @@ cdef class FlowTable:
         the index. The per-record arrays, the records' and each kept part's, grow alike."""
         cdef intp_t used = self.t.records.used
         self._records = _grown(self._records, capacity, used)
-        self._flows = _grown(self._flows, capacity, used)
+        self._take_side(self._side_rows(capacity, used, self._flows, self._seq))
         self._due = _grown(self._due, capacity, used)
-        self._seq = _grown(self._seq, capacity, used)
         if self._evict_ring is not None and len(self._evict_ring) < ring_size_for(capacity):
             self._grow_evict_ring(capacity)
         self._index = np.zeros(index_slots_for(capacity), dtype=np.uint32)
@@ -909,8 +931,37 @@ cdef class FlowTable:
         self.t.expiry.wheel.limit = wheel_bound(self.t.records.capacity)
         evict_attach(&self.t.evict, _data(self._evict_ring),
                      0 if self._evict_ring is None else len(self._evict_ring))
-        seq_attach(&self.t.seq, _data(self._seq))
-        flows_attach(&self.t.flows, _data(self._flows))
+        seq_attach(&self.t.seq, _data(self._seq), self._side_stride)
+        flows_attach(&self.t.flows, _data(self._flows), self._side_stride)
+
+    cdef tuple _side_rows(self, intp_t capacity, intp_t used, flows, seq):
+        """New side rows for `capacity` records: the sequence state (unless `seq` is None),
+        then the flow state (unless `flows` is None) of each record, rows 64-byte aligned,
+        holding the first `used` records' states from `flows` and `seq` (shorter ones: what
+        they have; the rest zeros). Returns (buffer, flows view, seq view, stride); nothing of
+        the table changes."""
+        cdef intp_t seq_size = 0 if seq is None else sizeof(seq_t)
+        cdef intp_t stride = seq_size + (0 if flows is None else sizeof(flow_t))
+        if stride == 0:
+            return None, None, None, 0
+        buffer = np.zeros(capacity * stride + 64, dtype=np.uint8)
+        cdef intp_t start = (-<intp_t>cnp.PyArray_DATA(buffer)) & 63
+        flows_view = seq_view = None
+        if seq is not None:
+            seq_view = np.ndarray((capacity, sizeof(seq_t)), np.uint8, buffer, start,
+                                  (stride, 1))
+            kept = min(used, len(seq))
+            seq_view[:kept] = seq[:kept]
+        if flows is not None:
+            flows_view = np.ndarray((capacity,), FLOW_STATE_DTYPE, buffer, start + seq_size,
+                                    (stride,))
+            kept = min(used, len(flows))
+            flows_view[:kept] = flows[:kept]
+        return buffer, flows_view, seq_view, stride
+
+    cdef _take_side(self, tuple rows):
+        """Makes the side rows `_side_rows` made this table's (`_attach` points the parts)."""
+        self._side, self._flows, self._seq, self._side_stride = rows
 
     cdef void* _records_ptr(self):
         return cnp.PyArray_DATA(self._records)
@@ -961,9 +1012,9 @@ cdef class FlowTable:
 
     def restore(self, records, flows, due, evict_ring, seq, wheel_lists, class_counts,
                 dict counters):
-        """Takes over saved storage (records, flows, due ticks, eviction ring, sequence state)
-        as this table's, without a copy (memory maps will do: writable, contiguous, this
-        table's capacity), and the wheel's lists. Rebuilds what derives from them: the count,
+        """Takes over saved storage (records, due ticks, eviction ring) as this table's,
+        without a copy (memory maps will do: writable, contiguous, this table's capacity),
+        copies the flow and sequence states into its side rows, and takes the wheel's lists. Rebuilds what derives from them: the count,
         the histogram, the index. The table then goes on exactly as the one saved would have.
 
         Everything the kernel will trust is checked first, in O(records + index slots + wheel
@@ -1056,10 +1107,12 @@ cdef class FlowTable:
             slots = wheel_from_lists(s.wheel.lengths, s.wheel.entries)
             if slots == NULL:
                 raise MemoryError("expiry wheel")
+        side = self._side_rows(self.t.records.capacity, used, flows, seq)
 
         # all checked and allocated: take the storage over (nothing below can fail)
         self._records, self._index = records, index
-        self._flows, self._due, self._seq = flows, due, seq
+        self._take_side(side)
+        self._due = due
         if evict_ring is not None:
             self._evict_ring = evict_ring
         self._attach()
@@ -1080,11 +1133,13 @@ cdef class FlowTable:
             self.t.evict.head, self.t.evict.tail = s.ring.head, s.ring.tail
             self.t.evict.evicting = counters["evicting"]
 
-    def set_clock_limit(self, int64_t limit):
+    def set_clock_limit(self, int64_t limit, int64_t expired_to=0):
         """The latest time (ns) a full table may expire connections by, before it grows or
         evicts: the tracker's clock. Without it, one forged far-future segment arriving at a
-        full table would expire every connection."""
+        full table would expire every connection. `expired_to`: the time the tracker has
+        expired to; a full table expires by at least that."""
         self.t.expiry.clock_limit = limit
+        self.t.expiry.expired_to = max(self.t.expiry.expired_to, expired_to)
 
     def set_evicting(self, bint evicting):
         """At its bound, a full table with eviction on evicts instead of asking for room."""
@@ -1132,8 +1187,10 @@ cdef class FlowTable:
         """Keeps sequence state from now on (connections already tracked start unseen, and
         are taken liberally until both sides have been seen with sequence numbers)."""
         if self._seq is None:
-            self._seq = np.zeros((self.t.records.capacity, sizeof(seq_t)), dtype=np.uint8)
-            seq_attach(&self.t.seq, _data(self._seq))
+            self._take_side(self._side_rows(self.t.records.capacity, self.t.records.used,
+                                            self._flows,
+                                            np.zeros((0, sizeof(seq_t)), dtype=np.uint8)))
+            self._attach()
 
     @property
     def sequence_aware(self):
@@ -1388,8 +1445,10 @@ cdef class FlowTable:
     @property
     def storage(self):
         """(records, flows, due ticks, eviction ring, sequence state), None where not kept:
-        the whole arrays the table owns, for snapshots."""
-        return self._records, self._flows, self._due, self._evict_ring, self._seq
+        the whole arrays the table owns, for snapshots. Flow and sequence states are
+        contiguous copies of their side rows, byte for byte."""
+        return (self._records, _side_copy(self._side, self._flows), self._due,
+                self._evict_ring, _side_copy(self._side, self._seq))
 
     @property
     def records(self):

@@ -8,10 +8,13 @@ from fasttcp._typedefs cimport intp_t, uint8_t, uint16_t, uint32_t, uint64_t
 
 cdef extern from *:
     """
-    static inline int ft_popcount32(unsigned int x) {
-        int n = 0;
-        for (; x; x &= x - 1) n++;
-        return n;
+    /* a SWAR bit count: a few instructions inline, where __builtin_popcount without
+       -mpopcnt is a call into libgcc */
+    static inline int ft_popcount32(uint32_t x) {
+        x = x - ((x >> 1) & 0x55555555u);
+        x = (x & 0x33333333u) + ((x >> 2) & 0x33333333u);
+        x = (x + (x >> 4)) & 0x0F0F0F0Fu;
+        return (int)((x * 0x01010101u) >> 24);
     }
     /* the "seen" bit of each history letter code (S and H share one, as in Zeek) */
     static const uint16_t ft_letter_seen_bit[10] = {
@@ -19,7 +22,7 @@ cdef extern from *:
     /* the character of each history entry (letter << 1 | direction) */
     static const char ft_letter_chars[] = "SsHhAaDdFfRrQqIiTtWw";
     """
-    int ft_popcount32(unsigned int x) noexcept nogil
+    int ft_popcount32(uint32_t x) noexcept nogil
     const uint16_t ft_letter_seen_bit[10]
     const char ft_letter_chars[]
 
@@ -36,7 +39,8 @@ cdef struct flow_t:
 
 cdef struct flow_part_t:
     bint enabled                # the table keeps flows
-    flow_t* states              # one per record
+    flow_t* states              # record 0's; each next record's is `stride` bytes on (flow_at)
+    intp_t stride               # the side row's size: sequence and flow states share a row
     void* ended                 # records of connections the model ended, awaiting collection
     flow_t* ended_flows         # their flows
     uint8_t* ended_reason       # why each ended (END_*)
@@ -92,10 +96,16 @@ cdef enum:
     CS_OTH = 12
 
 
-cdef inline void flows_attach(flow_part_t* p, void* states) noexcept nogil:
-    """Points the part at its per-record array (NULL: no flows kept)."""
+cdef inline void flows_attach(flow_part_t* p, void* states, intp_t stride) noexcept nogil:
+    """Points the part at record 0's flow state in its side rows, `stride` bytes apart (NULL:
+    no flows kept)."""
     p.states = <flow_t*>states
+    p.stride = stride
     p.enabled = states != NULL
+
+
+cdef inline flow_t* flow_at(const flow_part_t* p, intp_t rid) noexcept nogil:
+    return <flow_t*>((<char*>p.states) + rid * p.stride)
 
 
 cdef inline intp_t flows_nbytes(const flow_part_t* p, intp_t capacity,
@@ -119,7 +129,7 @@ cdef inline void end_connection(flow_part_t* p, const conn_t* c, intp_t rid,
     if not p.enabled:
         return
     (<conn_t*>p.ended)[p.n_ended] = c[0]
-    p.ended_flows[p.n_ended] = p.states[rid]
+    p.ended_flows[p.n_ended] = flow_at(p, rid)[0]
     p.ended_reason[p.n_ended] = reason
     p.n_ended += 1
 
@@ -180,6 +190,8 @@ cdef inline void zeek_step(flow_t* f, int d, uint8_t flags, uint32_t length,
         add_letter(f, d, L_ZERO_WINDOW)
     if retransmission:
         add_letter(f, d, L_RETRANSMISSION)
+    if not controls and state != Z_INACTIVE:
+        return      # no SYN, FIN or RST to an active endpoint: no state below can move
 
     if state == Z_INACTIVE:
         if syn:
@@ -228,14 +240,14 @@ cdef inline bint zero_window(const events_t* ev, intp_t i) noexcept nogil:
 cdef inline void start_flow(flow_part_t* p, intp_t rid, int d, const events_t* ev,
                             intp_t i) noexcept nogil:
     if p.enabled:
-        memset(&p.states[rid], 0, sizeof(flow_t))
-        zeek_step(&p.states[rid], d, ev.flags[i], ev.length[i], False, zero_window(ev, i))
+        memset(flow_at(p, rid), 0, sizeof(flow_t))
+        zeek_step(flow_at(p, rid), d, ev.flags[i], ev.length[i], False, zero_window(ev, i))
 
 
 cdef inline void step_flow(flow_part_t* p, intp_t rid, int d, const events_t* ev, intp_t i,
                            bint retransmission) noexcept nogil:
     if p.enabled:
-        zeek_step(&p.states[rid], d, ev.flags[i], ev.length[i], retransmission,
+        zeek_step(flow_at(p, rid), d, ev.flags[i], ev.length[i], retransmission,
                   zero_window(ev, i))
 
 

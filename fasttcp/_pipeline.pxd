@@ -4,10 +4,10 @@
 # event i is applied (apply_batch, in _engine.pyx), starting its probe where the walk stopped
 # if no slot has changed since.
 from fasttcp._engine cimport table_t
-from fasttcp._flows cimport flow_t
+from fasttcp._flows cimport flow_at, flow_t
 from fasttcp._index cimport SLOT_ID_BIAS, fastrange, probe_t, walk_tags
 from fasttcp._records cimport FT_PREFETCH, FT_PREFETCH_SPAN, conn_t, event_hash, events_t
-from fasttcp._sequence cimport seq_t
+from fasttcp._sequence cimport seq_at, seq_t
 from fasttcp._typedefs cimport int64_t, intp_t, uint32_t, uint64_t
 
 cdef enum:
@@ -75,9 +75,9 @@ cdef inline void stage_walk(ring_t* ring, probe_t ix, const table_t* t, const co
         # only when a segment changes the state, and a line more per segment costs more.
         rid = <intp_t>(slot & ix.id_mask) - SLOT_ID_BIAS
         if t.seq.enabled:
-            FT_PREFETCH_SPAN(&t.seq.states[rid], sizeof(seq_t))
+            FT_PREFETCH_SPAN(seq_at(&t.seq, rid), sizeof(seq_t))
         if t.flows.enabled:
-            FT_PREFETCH_SPAN(&t.flows.states[rid], sizeof(flow_t))
+            FT_PREFETCH_SPAN(flow_at(&t.flows, rid), sizeof(flow_t))
 
 
 cdef inline uint64_t probe_start(const ring_t* ring, const table_t* t, intp_t i,

@@ -37,14 +37,21 @@ cdef struct seq_t:
 
 cdef struct seq_part_t:
     bint enabled                # keeps sequence state (from the first sequence-aware batch)
-    seq_t* states               # one per record
+    seq_t* states               # record 0's; each next record's is `stride` bytes on (seq_at)
+    intp_t stride               # the side row's size: sequence and flow states share a row
     const uint8_t* early        # [class] -> its class when it does not yet ack the peer's FIN
 
 
-cdef inline void seq_attach(seq_part_t* p, void* states) noexcept nogil:
-    """Points the part at its per-record array (NULL: sequence state not kept)."""
+cdef inline void seq_attach(seq_part_t* p, void* states, intp_t stride) noexcept nogil:
+    """Points the part at record 0's state in its side rows, `stride` bytes apart (NULL:
+    sequence state not kept)."""
     p.states = <seq_t*>states
+    p.stride = stride
     p.enabled = states != NULL
+
+
+cdef inline seq_t* seq_at(const seq_part_t* p, intp_t rid) noexcept nogil:
+    return <seq_t*>((<char*>p.states) + rid * p.stride)
 
 
 cdef inline intp_t seq_nbytes(const seq_part_t* p, intp_t capacity) noexcept nogil:
@@ -56,7 +63,8 @@ cdef inline bint seq_before(uint32_t a, uint32_t b) noexcept nogil:
 
 
 cdef inline bint seq_after(uint32_t a, uint32_t b) noexcept nogil:
-    return <int32_t>(a - b) > 0
+    # netfilter's after(a, b) is before(b, a): also true when a is exactly 2**31 past b
+    return seq_before(b, a)
 
 
 cdef inline void seq_start(seq_part_t* p, intp_t rid, int d, const events_t* ev,
@@ -65,9 +73,9 @@ cdef inline void seq_start(seq_part_t* p, intp_t rid, int d, const events_t* ev,
     sequence numbers, else unseen."""
     if not p.enabled:
         return
-    memset(&p.states[rid], 0, sizeof(seq_t))
+    memset(seq_at(p, rid), 0, sizeof(seq_t))
     if ev.seq != NULL:
-        seq_segment(&p.states[rid], d, ev, i)
+        seq_segment(seq_at(p, rid), d, ev, i)
 
 
 cdef inline int seq_segment(seq_t* sq, int d, const events_t* ev, intp_t i) noexcept nogil:

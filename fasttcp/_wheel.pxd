@@ -38,6 +38,8 @@ cdef struct expiry_t:
     const int64_t* timeout      # per state: idle time (ns) after which a connection expires
     wheel_t wheel
     int64_t clock_limit         # a full table expires by a segment's time, at most this (ns)
+    int64_t expired_to          # the latest time (ns) connections have been expired by: never
+                                # less than the tracker's, so a late segment expires no less
 
 
 cdef inline void expiry_attach(expiry_t* x, void* due) noexcept nogil:

@@ -92,17 +92,17 @@ class TableSet:
     # ---- updating
 
     def update(self, columns: tuple, outs: tuple, sequence: Optional[tuple], limit: int,
-               run: Runner) -> tuple[dict[str, int], Optional[np.ndarray]]:
+               expired_to: int, run: Runner) -> tuple[dict[str, int], Optional[np.ndarray]]:
         """Applies a validated batch (`columns`: ts, src, sport, dst, dport, flags, length)
         through the shards, each making room as it asks; a full table may expire by at most
-        `limit` (ns). Returns the counts and the indices of the events not applied (None if
+        `limit` (ns), and by no less than `expired_to`, the time the tracker has expired to. Returns the counts and the indices of the events not applied (None if
         every one was). Every shard runs to its end, full or not."""
         tables = self.tables
         if len(tables) == 1:
-            tables[0].set_clock_limit(limit)
+            tables[0].set_clock_limit(limit, expired_to)
             return self._update_table(tables[0], columns, outs, None, None, sequence)
         for table in tables:
-            table.set_clock_limit(limit)
+            table.set_clock_limit(limit, expired_to)
         parallel = len(columns[0]) >= PARALLEL_MIN_EVENTS
         orders, hashes = self.split(columns, parallel, run)
         results = run([(self._update_table, (table, columns, outs, order, hashes, sequence))

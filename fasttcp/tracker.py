@@ -383,7 +383,7 @@ class Tracker:
                 limit = self._clock.advance(columns[0])
             else:
                 limit = self.now
-            counts, left = tables.update(columns, outs, sequence, limit, self._run)
+            counts, left = tables.update(columns, outs, sequence, limit, self.now, self._run)
             if left is not None:
                 if clock is not None:           # the clock sees the applied events only
                     applied = np.ones(n, dtype=bool)

@@ -52,7 +52,7 @@ def test_table_set_grows_to_its_bound_then_reports_what_it_could_not_apply(shard
     columns = (np.arange(n, dtype=np.int64), np.arange(n, dtype=np.uint32) + 1,
                np.full(n, 1000, np.uint16), np.full(n, 7, np.uint32), np.full(n, 80, np.uint16),
                np.full(n, SYN, np.uint8), np.zeros(n, np.uint32))
-    counts, left = tables.update(columns, (None, None, None), None, 0, no_run)
+    counts, left = tables.update(columns, (None, None, None), None, 0, 0, no_run)
     bound = shard_share(32, shards)
     assert all(table.capacity == bound for table in tables.tables)
     assert tables.resizes == (2 if shards == 1 else shards)  # 8 -> 16 -> 32; shares double once
@@ -64,7 +64,7 @@ def test_table_set_evicts_at_its_bound_when_told_to():
     tables = table_set(capacity=8, flows=True, evict=True)
     for port in range(20):
         counts, left = tables.update(one(T0 + port, SYN, port=1000 + port), (None,) * 3, None,
-                                     T0, no_run)
+                                     T0, 0, no_run)
         assert left is None
     assert len(tables) == 8 and tables.totals()["evicted"] == 12
     assert len(tables.pop_ended()) == 12 and len(tables.pop_ended()) == 0
@@ -74,7 +74,7 @@ def test_table_set_state_restores_into_a_fresh_set():
     tables = table_set(shards=2, capacity=64, max_capacity=256)
     for batch in np.array_split(traffic(60), 5):
         family, columns, sequence = batch_columns(batch)
-        tables.update(columns, (None,) * 3, sequence, int(batch["ts"].max()), no_run)
+        tables.update(columns, (None,) * 3, sequence, int(batch["ts"].max()), 0, no_run)
     specs, arrays = tables.state()
     again = table_set(shards=2, capacity=64, max_capacity=256)
     again.check(specs, last_tick=2**40)
