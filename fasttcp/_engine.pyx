@@ -774,6 +774,28 @@ def _grown(array, intp_t capacity, intp_t used):
     return grown
 
 
+cdef intp_t _column_length(object column, int typenum, str name) except -1:
+    if not cnp.PyArray_Check(column) or cnp.PyArray_NDIM(<cnp.ndarray>column) != 1:
+        raise ValueError(f"{name} must be a 1-D array")
+    return cnp.PyArray_DIM(<cnp.ndarray>column, 0)
+
+
+cdef const void* _column_data(object column, int typenum, intp_t n, int ndim,
+                              str name) except? NULL:
+    """The data of a column the kernel reads: an aligned, C-contiguous array of `typenum`
+    with n rows (of 2 items when ndim is 2: IPv6 addresses as two uint64)."""
+    cdef cnp.ndarray a
+    if not cnp.PyArray_Check(column):
+        raise ValueError(f"{name} must be an array")
+    a = <cnp.ndarray>column
+    if (cnp.PyArray_TYPE(a) != typenum or cnp.PyArray_NDIM(a) != ndim
+            or cnp.PyArray_DIM(a, 0) != n or (ndim == 2 and cnp.PyArray_DIM(a, 1) != 2)
+            or not cnp.PyArray_ISCARRAY_RO(a)):
+        raise ValueError(f"{name} must be an aligned, contiguous {np.dtype(typenum)} array "
+                         f"of {n} rows like ts")
+    return cnp.PyArray_DATA(a)
+
+
 def _side_copy(side, view):
     """A contiguous copy of a view into the side rows `side`, padding bytes included (numpy
     copies a structured dtype field by field and would leave them undefined); None stays."""
@@ -1196,31 +1218,24 @@ cdef class FlowTable:
     def sequence_aware(self):
         return self._seq is not None
 
-    cdef events_t _events(self, ts, src, sport, dst, dport, flags, length):
+    cdef events_t _events(self, ts, src, sport, dst, dport, flags, length) except *:
+        """The batch's columns, checked as the kernel reads them (contiguous, aligned, of its
+        dtypes, one length): a check per array, cheaper than a typed memoryview each, which
+        a call of a few events would feel."""
         cdef events_t ev
-        cdef const int64_t[::1] ts_v = ts
-        cdef const uint16_t[::1] sport_v = sport
-        cdef const uint16_t[::1] dport_v = dport
-        cdef const uint8_t[::1] flags_v = flags
-        cdef const uint32_t[::1] length_v = length
-        cdef const uint32_t[::1] src4, dst4
-        cdef const uint64_t[:, ::1] src6, dst6
         memset(&ev, 0, sizeof(events_t))
-        if ts_v.shape[0] == 0:
-            return ev
-        ev.ts = &ts_v[0]
-        ev.sport = &sport_v[0]
-        ev.dport = &dport_v[0]
-        ev.flags = &flags_v[0]
-        ev.length = &length_v[0]
+        cdef intp_t n = _column_length(ts, cnp.NPY_INT64, "ts")
+        ev.ts = <const int64_t*>_column_data(ts, cnp.NPY_INT64, n, 1, "ts")
+        ev.sport = <const uint16_t*>_column_data(sport, cnp.NPY_UINT16, n, 1, "sport")
+        ev.dport = <const uint16_t*>_column_data(dport, cnp.NPY_UINT16, n, 1, "dport")
+        ev.flags = <const uint8_t*>_column_data(flags, cnp.NPY_UINT8, n, 1, "flags")
+        ev.length = <const uint32_t*>_column_data(length, cnp.NPY_UINT32, n, 1, "length")
         if self.family == 4:
-            src4, dst4 = src, dst
-            ev.src4 = &src4[0]
-            ev.dst4 = &dst4[0]
+            ev.src4 = <const uint32_t*>_column_data(src, cnp.NPY_UINT32, n, 1, "src")
+            ev.dst4 = <const uint32_t*>_column_data(dst, cnp.NPY_UINT32, n, 1, "dst")
         else:
-            src6, dst6 = src, dst
-            ev.src6 = <const addr6_t*>&src6[0, 0]
-            ev.dst6 = <const addr6_t*>&dst6[0, 0]
+            ev.src6 = <const addr6_t*>_column_data(src, cnp.NPY_UINT64, n, 2, "src")
+            ev.dst6 = <const addr6_t*>_column_data(dst, cnp.NPY_UINT64, n, 2, "dst")
         return ev
 
     def update(self, ts, src, sport, dst, dport, flags, length, intp_t start,
@@ -1240,17 +1255,13 @@ cdef class FlowTable:
         cdef events_t ev = self._events(ts, src, sport, dst, dport, flags, length)
         cdef counts_t cnt
         cdef intp_t stop = start
-        cdef const uint32_t[::1] seq_v, ack_v
-        cdef const uint16_t[::1] window_v
-        cdef const int8_t[::1] wscale_v
         if sequence is not None and n > 0:
-            seq_v, ack_v, window_v, wscale_v = sequence
-            if not (seq_v.shape[0] == ack_v.shape[0] == window_v.shape[0] == wscale_v.shape[0]
-                    == n):
-                raise ValueError("sequence columns must match the batch in length")
+            seq, ack, window, wscale = sequence
+            ev.seq = <const uint32_t*>_column_data(seq, cnp.NPY_UINT32, n, 1, "seq")
+            ev.ack = <const uint32_t*>_column_data(ack, cnp.NPY_UINT32, n, 1, "ack")
+            ev.window = <const uint16_t*>_column_data(window, cnp.NPY_UINT16, n, 1, "window")
+            ev.wscale = <const int8_t*>_column_data(wscale, cnp.NPY_INT8, n, 1, "wscale")
             self.enable_sequence()
-            ev.seq, ev.ack, ev.window, ev.wscale = &seq_v[0], &ack_v[0], &window_v[0], \
-                &wscale_v[0]
         cdef int64_t* conn_p = NULL
         cdef uint8_t* state_p = NULL
         cdef uint8_t* verdict_p = NULL
