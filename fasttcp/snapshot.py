@@ -33,8 +33,10 @@ allocated beyond what the file holds), the checksums, and then in the engine eac
 structure (free list and live count, states, shards, distinct connections, wheel, eviction
 ring, flow and sequence states). A truncated, damaged or inconsistent file raises
 `SnapshotError`, never returns a partial tracker; ``verify=False`` skips the checksums only.
-With ``mmap=True`` the record arrays are mapped copy-on-write from
-the file instead of read: the pages come in as they are touched and changes stay in memory.
+With ``mmap=True`` the records, due ticks and eviction ring are mapped copy-on-write from the
+file instead of read: the pages come in as they are touched and changes stay in memory. Flow
+and sequence states are copied into the table's side rows (see `fasttcp._engine`), one
+64-byte row per connection, so each segment reads one line of them.
 """
 from __future__ import annotations
 
