@@ -278,10 +278,12 @@ cdef int expire_wheel(table_t* t, conn_t* recs, int64_t now, intp_t* expired) no
     now = max(now, t.expiry.expired_to)
     t.expiry.expired_to = now
     now_tick = now // TICK_NS
-    if not w.started or now_tick < w.tick:
+    if not w.started:
         return 0
-    # a jump of a revolution or more visits every slot once, at the tick each holds
-    steps = min(now_tick - w.tick + 1, <int64_t>WHEEL_SLOTS)
+    # a jump of a revolution or more visits every slot once, at the tick each holds; a time
+    # behind the wheel still looks at its current slot, where a deadline that fell behind the
+    # wheel was listed (a late segment's connection)
+    steps = min(max(now_tick, w.tick) - w.tick + 1, <int64_t>WHEEL_SLOTS)
     for s in range(steps):
         tick = w.tick + s
         slot = tick & WHEEL_MASK
@@ -328,7 +330,7 @@ cdef int expire_wheel(table_t* t, conn_t* recs, int64_t now, intp_t* expired) no
         if bound_wheel(&t.expiry, recs, t.records.used) < 0:     # between slots: nothing is being walked
             w.tick = tick + 1
             return -1
-    w.tick = now_tick
+    w.tick = max(now_tick, w.tick)
     return 0
 
 
@@ -1577,9 +1579,10 @@ cdef class FlowTable:
 
     @property
     def expire_from(self):
-        """The earliest `now` (ns) at which `expire` can do anything: the start of the first
-        tick the wheel has not wholly processed (2**63 - 1 without expiry or before the wheel
-        starts). An earlier `expire` returns (0, True) at once."""
+        """The start (ns) of the first tick the wheel has not wholly processed (2**63 - 1
+        without expiry or before the wheel starts). An `expire` before it can only let go
+        connections listed at that tick with deadlines already past (a late segment's); the
+        tracker's clock is never behind it, and a table set skips a table until it is."""
         if not self.t.expiry.enabled or not self.t.expiry.wheel.started:
             return INT64_MAX
         return self.t.expiry.wheel.tick * TICK_NS

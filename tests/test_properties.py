@@ -451,3 +451,22 @@ def test_a_full_table_lets_go_what_is_due_by_a_late_segments_time():
     assert ref.update(**cols)[-1] == (tracker.model.states.index("SYN_SENT/LISTEN"), "new",
                                       True)
     assert VERDICTS[got.verdict[-1]] == "new" and tracker.stats["refused"] == 0
+
+
+def test_a_full_table_looks_behind_its_wheel_for_a_late_connection_that_is_due():
+    """The wheel starts at T. A connection opened 300 s earlier is listed at the wheel's tick
+    (its deadline, T - 180 s, is behind the wheel); a new one at T - 100 s finds the table
+    full, and the late connection is due by then: it expires, nothing is evicted for it."""
+    server = 0xC0A80001
+    ts = np.array([T0, T0 - 300 * S, T0 - 100 * S])
+    cols = dict(ts=ts, src=np.array([0x0A000001, 0x0A000002, 0x0A000003], dtype=np.uint32),
+                sport=np.array([40000, 40001, 40002], dtype=np.uint16),
+                dst=np.full(3, server, dtype=np.uint32), dport=np.full(3, 80, dtype=np.uint16),
+                flags=np.full(3, SYN, dtype=np.uint8))
+    tracker = Tracker("rfc793", capacity=1, evict=True, flows=True)
+    ref = ReferenceTracker("rfc793", timeouts=tracker.timeouts, capacity=1, flows=True)
+    tracker.update(**cols)
+    ref.update(**cols)
+    assert [ENDED[row["ended"]] for row in tracker.pop_flows()] == ["evicted", "expired"]
+    assert (tracker.stats["evicted"], tracker.stats["expired"]) == \
+        (ref.stats["evicted"], ref.stats["expired"]) == (1, 1)
