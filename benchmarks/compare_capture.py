@@ -39,6 +39,7 @@ import time
 import fasttcp
 from fasttcp.analyze import analyze
 
+WORKDIR = os.path.join(tempfile.gettempdir(), "fasttcp-bench")
 DPKT_TRACKER = r"""
 import csv, socket, sys
 import dpkt
@@ -161,6 +162,33 @@ def contestants(capture: str, workdir: str, scapy_packets: int,
     return out, missing
 
 
+def measure(connections: int = 200_000, seed: int = 1, repeats: int = 3,
+            scapy_packets: int = 100_000, workdir: str = WORKDIR,
+            peer_python: str = sys.executable) -> dict:
+    """Packets per second of every contestant that runs here (the median of `repeats`
+    rounds) on the capture ``fasttcp generate --connections CONNECTIONS --seed SEED`` makes
+    (kept in `workdir`), and why each of the others was not run."""
+    os.makedirs(workdir, exist_ok=True)
+    capture = os.path.join(workdir, f"synth-{connections}-{seed}.pcap")
+    if not os.path.exists(capture):
+        subprocess.run([sys.executable, "-m", "fasttcp", "generate", capture, "--connections",
+                        str(connections), "--seed", str(seed)], check=True,
+                       stdout=subprocess.DEVNULL)
+    with fasttcp.open_capture(capture) as cap:
+        for _ in cap:
+            pass    # also warms the page cache for everyone
+    packets = cap.stats.packets
+    runs, missing = contestants(capture, workdir, min(scapy_packets, packets), peer_python)
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, (fn, _) in runs.items():
+            times[name].append(fn())
+    rates = {name: (count or packets) / statistics.median(times[name])
+             for name, (_, count) in runs.items()}
+    return {"capture": capture, "packets": packets, "bytes": os.path.getsize(capture),
+            "repeats": repeats, "packets_per_s": rates, "not_run": missing}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--connections", type=int, default=200_000,
@@ -168,39 +196,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--scapy-packets", type=int, default=100_000)
-    parser.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(),
-                                                          "fasttcp-bench"))
+    parser.add_argument("--workdir", default=WORKDIR)
     parser.add_argument("--peer-python", default=sys.executable,
                         help="the interpreter that runs the Python peers (dpkt, NFStream, scapy)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
 
-    os.makedirs(args.workdir, exist_ok=True)
-    capture = os.path.join(args.workdir, f"synth-{args.connections}-{args.seed}.pcap")
-    if not os.path.exists(capture):
-        subprocess.run([sys.executable, "-m", "fasttcp", "generate", capture, "--connections",
-                        str(args.connections), "--seed", str(args.seed)], check=True,
-                       stdout=subprocess.DEVNULL)
-    with fasttcp.open_capture(capture) as cap:
-        for _ in cap:
-            pass    # also warms the page cache for everyone
-    packets = cap.stats.packets
-    runs, missing = contestants(capture, args.workdir, min(args.scapy_packets, packets),
-                                args.peer_python)
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    for _ in range(args.repeats):
-        for name, (fn, _) in runs.items():
-            times[name].append(fn())
-    rates = {name: (count or packets) / statistics.median(times[name])
-             for name, (_, count) in runs.items()}
-    result = {"capture": capture, "packets": packets, "bytes": os.path.getsize(capture),
-              "repeats": args.repeats, "packets_per_s": rates, "not_run": missing}
+    result = measure(args.connections, args.seed, args.repeats, args.scapy_packets,
+                     args.workdir, args.peer_python)
+    rates, missing = result["packets_per_s"], result["not_run"]
     if args.json:
         print(json.dumps(result))
         return 0
     ours = rates["fasttcp analyze --flows (process)"]
-    print(f"{os.path.basename(capture)}: {packets:,} packets, {result['bytes'] / 1e6:.0f} MB, "
-          f"median of {args.repeats} rounds")
+    print(f"{os.path.basename(result['capture'])}: {result['packets']:,} packets, "
+          f"{result['bytes'] / 1e6:.0f} MB, median of {args.repeats} rounds")
     print(f"{'':44}{'packets/s':>14}  fasttcp analyze (process) runs")
     for name, rate in rates.items():
         ratio = "" if name.startswith("fasttcp") else f"{ours / rate:,.1f}x as fast"
