@@ -48,6 +48,15 @@ def events_of(segments: np.ndarray) -> np.ndarray:
     return events
 
 
+def calls(options: dict, batches: list[np.ndarray]) -> Callable[[], None]:
+    """A run that feeds the batches, one `update` call each, to a fresh Tracker(**options)."""
+    def run() -> None:
+        update = fasttcp.Tracker(**options).update
+        for batch in batches:
+            update(batch)
+    return run
+
+
 def measure(connections: int = 2000, events: int = 20_000, rounds: int = 7) -> dict:
     """ns per event of each contender (the median of `rounds` interleaved rounds, after one
     warm-up round), and per mode the ratios: ``one_vs_minimal`` and ``one_vs_reference`` (a
@@ -72,17 +81,11 @@ def measure(connections: int = 2000, events: int = 20_000, rounds: int = 7) -> d
         columns = {name: segments[name]
                    for name in _COLUMNS + (_SEQUENCE_COLUMNS if sequence else ())}
 
-        def calls_run(options: dict = options, batches: list = ones) -> None:
-            update = fasttcp.Tracker(**options).update
-            for batch in batches:
-                update(batch)
-
         def reference_run(options: dict = options, columns: dict = columns) -> None:
             ReferenceTracker(timeouts=timeouts, **options).update(**columns)
 
-        runs[f"{mode}: 1-event calls"] = (calls_run, n)
-        runs[f"{mode}: 100-event calls"] = (lambda options=options, batches=hundreds:
-                                            calls_run(options, batches), n)
+        runs[f"{mode}: 1-event calls"] = (calls(options, ones), n)
+        runs[f"{mode}: 100-event calls"] = (calls(options, hundreds), n)
         runs[f"{mode}: reference"] = (reference_run, n)
     median_rates(runs, 1)                              # a warm-up round
     ns = {name: 1e9 / rate for name, rate in median_rates(runs, rounds).items()}
