@@ -30,14 +30,13 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
 import fasttcp
 from fasttcp.analyze import analyze
+from fasttcp.bench import median_rates
 
 WORKDIR = os.path.join(tempfile.gettempdir(), "fasttcp-bench")
 DPKT_TRACKER = r"""
@@ -89,10 +88,8 @@ for pkt in PcapReader(sys.argv[1]):
 """
 
 
-def run(argv: list[str]) -> float:
-    start = time.perf_counter()
+def run(argv: list[str]) -> None:
     subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - start
 
 
 def has_module(python: str, module: str) -> bool:
@@ -108,34 +105,28 @@ def fasttcp_command() -> list[str]:
     return [script] if os.access(script, os.X_OK) else [sys.executable, "-m", "fasttcp"]
 
 
-def contestants(capture: str, workdir: str, scapy_packets: int,
+def contestants(capture: str, packets: int, workdir: str, scapy_packets: int,
                 peer_python: str) -> tuple[dict, dict]:
-    """name -> (callable returning seconds, packets it handles), and name -> why a peer is
+    """name -> (callable, packets it handles) for `median_rates`, and name -> why a peer is
     not run."""
     flows = os.path.join(workdir, "flows.csv")
     missing = {}
 
-    def read_only() -> float:
-        start = time.perf_counter()
+    def read_only() -> None:
         with fasttcp.open_capture(capture) as cap:
             for _ in cap:
                 pass
-        return time.perf_counter() - start
-
-    def in_process() -> float:
-        start = time.perf_counter()
-        analyze([capture], flows_path=flows)
-        return time.perf_counter() - start
 
     out: dict = {
-        "fasttcp read (in process)": (read_only, None),
-        "fasttcp analyze --flows (in process)": (in_process, None),
+        "fasttcp read (in process)": (read_only, packets),
+        "fasttcp analyze --flows (in process)": (
+            lambda: analyze([capture], flows_path=flows), packets),
         "fasttcp analyze --flows (process)": (
-            lambda: run([*fasttcp_command(), "analyze", capture, "--flows", flows]), None),
+            lambda: run([*fasttcp_command(), "analyze", capture, "--flows", flows]), packets),
     }
     python_peers = [
-        ("dpkt", "dpkt + dict tracker (process)", [DPKT_TRACKER, capture, flows], None),
-        ("nfstream", "NFStream, no dissection (process)", [NFSTREAM, capture, flows], None),
+        ("dpkt", "dpkt + dict tracker (process)", [DPKT_TRACKER, capture, flows], packets),
+        ("nfstream", "NFStream, no dissection (process)", [NFSTREAM, capture, flows], packets),
         ("scapy", f"scapy, first {scapy_packets:,} packets (process)",
          [SCAPY, capture, flows, str(scapy_packets)], scapy_packets),
     ]
@@ -150,13 +141,13 @@ def contestants(capture: str, workdir: str, scapy_packets: int,
         os.makedirs(log, exist_ok=True)
         out[suricata] = (
             lambda: run(["suricata", "-r", capture, "-l", log, "-k", "none", "-S", "/dev/null",
-                         "--runmode", "single"]), None)
+                         "--runmode", "single"]), packets)
     else:
         missing[suricata] = ("suricata is not on PATH (this host's Debian release has no "
                              "suricata package and PyPI has none: the 8x figure against it "
                              "cannot be measured here)")
     if shutil.which("tcptrace"):
-        out["tcptrace (process)"] = (lambda: run(["tcptrace", "-n", capture]), None)
+        out["tcptrace (process)"] = (lambda: run(["tcptrace", "-n", capture]), packets)
     else:
         missing["tcptrace (process)"] = "tcptrace is not on PATH (apt-get install tcptrace)"
     return out, missing
@@ -178,13 +169,9 @@ def measure(connections: int = 200_000, seed: int = 1, repeats: int = 3,
         for _ in cap:
             pass    # also warms the page cache for everyone
     packets = cap.stats.packets
-    runs, missing = contestants(capture, workdir, min(scapy_packets, packets), peer_python)
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    for _ in range(repeats):
-        for name, (fn, _) in runs.items():
-            times[name].append(fn())
-    rates = {name: (count or packets) / statistics.median(times[name])
-             for name, (_, count) in runs.items()}
+    runs, missing = contestants(capture, packets, workdir, min(scapy_packets, packets),
+                                peer_python)
+    rates = median_rates(runs, repeats)
     return {"capture": capture, "packets": packets, "bytes": os.path.getsize(capture),
             "repeats": repeats, "packets_per_s": rates, "not_run": missing}
 
