@@ -28,7 +28,9 @@ startup
     (`fasttcp.bench.mode_trackers`); the Python trackers are a 1M figure and do not run here.
 capture
     figure 5: ``fasttcp analyze --flows out.csv`` on ``fasttcp generate --connections 200000``
-    as a whole process against the peers installed here (benchmarks/compare_capture.py).
+    as a whole process against the peers installed here (benchmarks/compare_capture.py). The
+    Python peers run under ``--peer-python``, e.g. a virtualenv made with ``pip install dpkt
+    scapy nfstream``; Suricata, the peer with a target, has no package for this host.
 
 Every part times its contestants in interleaved rounds and takes the medians, so a change in
 the shared host's speed reaches all of them alike: the ratios are the figures. Progress goes
@@ -183,8 +185,8 @@ def one_million_rows(sizes: Sizes) -> list[Row]:
             ("<=", 64)),
     ]
     for key, name in (("ratio", "minimal dict tracker"), ("ratio_reference", "fasttcp.reference")):
-        rows.append(Row("3e", f"flags-only {count(sizes.events)}-event batches' rate / "
-                             f"{name}'s, {n} live",
+        rows.append(Row("3e", f"flags-only (no expiry) {count(sizes.events)}-event batches' "
+                              f"rate / {name}'s, {n} live",
                         "not run: " + "; ".join(r["python_skipped"].values())
                         if r[key] is None else f"{r[key]:.1f}x"))
     return rows
@@ -209,14 +211,14 @@ def capture_rows(sizes: Sizes, workdir: str, peer_python: str) -> list[Row]:
                                      workdir=workdir, peer_python=peer_python)
     rates, not_run = result["packets_per_s"], result["not_run"]
     ours = rates["fasttcp analyze --flows (process)"]
-    where = f"{result['packets']:,} packets"
-    rows = []
+    rows = [Row("5", f"the capture: fasttcp generate --connections {sizes.capture_connections}",
+                f"{result['packets']:,} packets, {result['bytes'] / 1e6:.0f} MB")]
     for name, peer in rates.items():
         if name.startswith("fasttcp"):
             continue
         target = (">=", 8) if name.startswith("Suricata") else None
-        rows.append(Row("5", f"analyze --flows / {name}, {where}",
-                        f"{ours / peer:.1f}x ({ours / 1e6:.2f} / {peer / 1e6:.2f} M packets/s)",
+        rows.append(Row("5", f"analyze --flows / {name}",
+                        f"{ours / peer:.1f}x ({ours / 1e6:.3g} / {peer / 1e6:.3g} M packets/s)",
                         ours / peer, target))
     rows += [Row("5", f"analyze --flows / {name}", f"not run: {why}", None,
                  (">=", 8) if name.startswith("Suricata") else None)
