@@ -30,15 +30,15 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
 import fasttcp
 from fasttcp.analyze import analyze
+from fasttcp.bench import median_rates
 
+WORKDIR = os.path.join(tempfile.gettempdir(), "fasttcp-bench")
 DPKT_TRACKER = r"""
 import csv, socket, sys
 import dpkt
@@ -88,10 +88,8 @@ for pkt in PcapReader(sys.argv[1]):
 """
 
 
-def run(argv: list[str]) -> float:
-    start = time.perf_counter()
+def run(argv: list[str]) -> None:
     subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - start
 
 
 def has_module(python: str, module: str) -> bool:
@@ -107,34 +105,28 @@ def fasttcp_command() -> list[str]:
     return [script] if os.access(script, os.X_OK) else [sys.executable, "-m", "fasttcp"]
 
 
-def contestants(capture: str, workdir: str, scapy_packets: int,
+def contestants(capture: str, packets: int, workdir: str, scapy_packets: int,
                 peer_python: str) -> tuple[dict, dict]:
-    """name -> (callable returning seconds, packets it handles), and name -> why a peer is
+    """name -> (callable, packets it handles) for `median_rates`, and name -> why a peer is
     not run."""
     flows = os.path.join(workdir, "flows.csv")
     missing = {}
 
-    def read_only() -> float:
-        start = time.perf_counter()
+    def read_only() -> None:
         with fasttcp.open_capture(capture) as cap:
             for _ in cap:
                 pass
-        return time.perf_counter() - start
-
-    def in_process() -> float:
-        start = time.perf_counter()
-        analyze([capture], flows_path=flows)
-        return time.perf_counter() - start
 
     out: dict = {
-        "fasttcp read (in process)": (read_only, None),
-        "fasttcp analyze --flows (in process)": (in_process, None),
+        "fasttcp read (in process)": (read_only, packets),
+        "fasttcp analyze --flows (in process)": (
+            lambda: analyze([capture], flows_path=flows), packets),
         "fasttcp analyze --flows (process)": (
-            lambda: run([*fasttcp_command(), "analyze", capture, "--flows", flows]), None),
+            lambda: run([*fasttcp_command(), "analyze", capture, "--flows", flows]), packets),
     }
     python_peers = [
-        ("dpkt", "dpkt + dict tracker (process)", [DPKT_TRACKER, capture, flows], None),
-        ("nfstream", "NFStream, no dissection (process)", [NFSTREAM, capture, flows], None),
+        ("dpkt", "dpkt + dict tracker (process)", [DPKT_TRACKER, capture, flows], packets),
+        ("nfstream", "NFStream, no dissection (process)", [NFSTREAM, capture, flows], packets),
         ("scapy", f"scapy, first {scapy_packets:,} packets (process)",
          [SCAPY, capture, flows, str(scapy_packets)], scapy_packets),
     ]
@@ -149,16 +141,39 @@ def contestants(capture: str, workdir: str, scapy_packets: int,
         os.makedirs(log, exist_ok=True)
         out[suricata] = (
             lambda: run(["suricata", "-r", capture, "-l", log, "-k", "none", "-S", "/dev/null",
-                         "--runmode", "single"]), None)
+                         "--runmode", "single"]), packets)
     else:
         missing[suricata] = ("suricata is not on PATH (this host's Debian release has no "
                              "suricata package and PyPI has none: the 8x figure against it "
                              "cannot be measured here)")
     if shutil.which("tcptrace"):
-        out["tcptrace (process)"] = (lambda: run(["tcptrace", "-n", capture]), None)
+        out["tcptrace (process)"] = (lambda: run(["tcptrace", "-n", capture]), packets)
     else:
         missing["tcptrace (process)"] = "tcptrace is not on PATH (apt-get install tcptrace)"
     return out, missing
+
+
+def measure(connections: int = 200_000, seed: int = 1, repeats: int = 3,
+            scapy_packets: int = 100_000, workdir: str = WORKDIR,
+            peer_python: str = sys.executable) -> dict:
+    """Packets per second of every contestant that runs here (the median of `repeats`
+    rounds) on the capture ``fasttcp generate --connections CONNECTIONS --seed SEED`` makes
+    (kept in `workdir`), and why each of the others was not run."""
+    os.makedirs(workdir, exist_ok=True)
+    capture = os.path.join(workdir, f"synth-{connections}-{seed}.pcap")
+    if not os.path.exists(capture):
+        subprocess.run([sys.executable, "-m", "fasttcp", "generate", capture, "--connections",
+                        str(connections), "--seed", str(seed)], check=True,
+                       stdout=subprocess.DEVNULL)
+    with fasttcp.open_capture(capture) as cap:
+        for _ in cap:
+            pass    # also warms the page cache for everyone
+    packets = cap.stats.packets
+    runs, missing = contestants(capture, packets, workdir, min(scapy_packets, packets),
+                                peer_python)
+    rates = median_rates(runs, repeats)
+    return {"capture": capture, "packets": packets, "bytes": os.path.getsize(capture),
+            "repeats": repeats, "packets_per_s": rates, "not_run": missing}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -168,39 +183,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--scapy-packets", type=int, default=100_000)
-    parser.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(),
-                                                          "fasttcp-bench"))
+    parser.add_argument("--workdir", default=WORKDIR)
     parser.add_argument("--peer-python", default=sys.executable,
                         help="the interpreter that runs the Python peers (dpkt, NFStream, scapy)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
 
-    os.makedirs(args.workdir, exist_ok=True)
-    capture = os.path.join(args.workdir, f"synth-{args.connections}-{args.seed}.pcap")
-    if not os.path.exists(capture):
-        subprocess.run([sys.executable, "-m", "fasttcp", "generate", capture, "--connections",
-                        str(args.connections), "--seed", str(args.seed)], check=True,
-                       stdout=subprocess.DEVNULL)
-    with fasttcp.open_capture(capture) as cap:
-        for _ in cap:
-            pass    # also warms the page cache for everyone
-    packets = cap.stats.packets
-    runs, missing = contestants(capture, args.workdir, min(args.scapy_packets, packets),
-                                args.peer_python)
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    for _ in range(args.repeats):
-        for name, (fn, _) in runs.items():
-            times[name].append(fn())
-    rates = {name: (count or packets) / statistics.median(times[name])
-             for name, (_, count) in runs.items()}
-    result = {"capture": capture, "packets": packets, "bytes": os.path.getsize(capture),
-              "repeats": args.repeats, "packets_per_s": rates, "not_run": missing}
+    result = measure(args.connections, args.seed, args.repeats, args.scapy_packets,
+                     args.workdir, args.peer_python)
+    rates, missing = result["packets_per_s"], result["not_run"]
     if args.json:
         print(json.dumps(result))
         return 0
     ours = rates["fasttcp analyze --flows (process)"]
-    print(f"{os.path.basename(capture)}: {packets:,} packets, {result['bytes'] / 1e6:.0f} MB, "
-          f"median of {args.repeats} rounds")
+    print(f"{os.path.basename(result['capture'])}: {result['packets']:,} packets, "
+          f"{result['bytes'] / 1e6:.0f} MB, median of {args.repeats} rounds")
     print(f"{'':44}{'packets/s':>14}  fasttcp analyze (process) runs")
     for name, rate in rates.items():
         ratio = "" if name.startswith("fasttcp") else f"{ours / rate:,.1f}x as fast"

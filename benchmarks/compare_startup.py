@@ -21,6 +21,7 @@ import statistics
 import subprocess
 import sys
 import time
+from typing import Sequence
 
 LAUNCH = "import sys; from _fasttcp_launcher import main; sys.exit(main())"
 
@@ -37,6 +38,31 @@ def timed(argv: list[str], env: dict) -> tuple[float, float]:
     return wall, usage.ru_utime + usage.ru_stime
 
 
+def measure(rounds: int = 40, baseline: str | None = None,
+            analyze_args: Sequence[str] = ()) -> dict[str, tuple[float, float]]:
+    """Median wall and CPU seconds of each command over `rounds` interleaved rounds (after a
+    warm-up run of each): bare Python, numpy's import, ``fasttcp analyze`` from this
+    checkout and, with `baseline`, from that checkout."""
+    analyze = [sys.executable, "-c", LAUNCH, "analyze", *analyze_args]
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("PYTHONDONTWRITEBYTECODE", "OPENBLAS_NUM_THREADS")}
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    commands = {"python -c pass": ([sys.executable, "-c", "pass"], env),
+                "python -c 'import numpy'": ([sys.executable, "-c", "import numpy"], env),
+                "fasttcp analyze": (analyze, {**env, "PYTHONPATH": here})}
+    if baseline:
+        commands["fasttcp analyze (baseline)"] = (
+            analyze, {**env, "PYTHONPATH": os.path.abspath(baseline)})
+    for argv, command_env in commands.values():      # a warm-up run writes bytecode caches
+        timed(argv, command_env)
+    runs: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
+    for _ in range(rounds):
+        for name, (argv, command_env) in commands.items():
+            runs[name].append(timed(argv, command_env))
+    return {name: (statistics.median(t[0] for t in times), statistics.median(t[1] for t in times))
+            for name, times in runs.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=40)
@@ -44,28 +70,11 @@ def main() -> None:
     parser.add_argument("analyze_args", nargs="*", metavar="ANALYZE_ARG",
                         help="arguments for fasttcp analyze (after --)")
     args = parser.parse_args()
-    analyze = [sys.executable, "-c", LAUNCH, "analyze", *args.analyze_args]
-    env = {key: value for key, value in os.environ.items()
-           if key not in ("PYTHONDONTWRITEBYTECODE", "OPENBLAS_NUM_THREADS")}
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    commands = {"python -c pass": ([sys.executable, "-c", "pass"], env),
-                "python -c 'import numpy'": ([sys.executable, "-c", "import numpy"], env),
-                "fasttcp analyze": (analyze, {**env, "PYTHONPATH": here})}
-    if args.baseline:
-        commands["fasttcp analyze (baseline)"] = (
-            analyze, {**env, "PYTHONPATH": os.path.abspath(args.baseline)})
-    for argv, command_env in commands.values():      # a warm-up run writes bytecode caches
-        timed(argv, command_env)
-    runs: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
-    for _ in range(args.rounds):
-        for name, (argv, command_env) in commands.items():
-            runs[name].append(timed(argv, command_env))
+    medians = measure(args.rounds, args.baseline, args.analyze_args)
     print(f"medians of {args.rounds} interleaved rounds")
     print(f"{'command':<30}{'wall ms':>10}{'cpu ms':>10}")
-    for name, times in runs.items():
-        wall = statistics.median(t[0] for t in times) * 1e3
-        cpu = statistics.median(t[1] for t in times) * 1e3
-        print(f"{name:<30}{wall:>10.1f}{cpu:>10.1f}")
+    for name, (wall, cpu) in medians.items():
+        print(f"{name:<30}{wall * 1e3:>10.1f}{cpu * 1e3:>10.1f}")
 
 
 if __name__ == "__main__":

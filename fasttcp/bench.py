@@ -44,7 +44,7 @@ def _event(flags: int) -> int | None:
 _EVENT_OF_FLAGS = tuple(_event(flags) for flags in range(256))
 # (state, direction, event) -> next state; direction 0: from the originator, 1: to it. A
 # missing key is an invalid segment: counted, state unchanged.
-_TRANSITIONS = {
+_TRANSITIONS: dict[tuple[int, int, int | None], int] = {
     **{(state, d, E_RST): CLOSED for state in range(6) for d in (0, 1)},
     (SYN_SENT, 0, E_SYN): SYN_SENT,          # retransmitted SYN
     (SYN_SENT, 1, E_SYNACK): SYN_RECV,
@@ -59,7 +59,7 @@ _TRANSITIONS = {
     (CLOSED, 0, E_SYN): SYN_SENT,
 }
 # the state a connection opens in: a SYN, or any ACK-only segment (picked up mid-stream)
-_OPEN = {E_SYN: SYN_SENT, E_ACK: ESTABLISHED}
+_OPEN: dict[int | None, int] = {E_SYN: SYN_SENT, E_ACK: ESTABLISHED}
 
 
 class MinimalTracker:

@@ -1,5 +1,8 @@
 """fasttcp bench's contestants: the minimal plain-Python tracker, the modes, the figures."""
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -93,3 +96,78 @@ def test_python_trackers_that_would_not_fit_in_memory_are_left_out_and_named(mon
     text = report(result)
     assert "plain Python dict (minimal) not run: needs about" in text and "ratio:" not in text
     json.dumps(result, allow_nan=False)
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FIGURES = os.path.join(ROOT, "benchmarks", "figures.py")
+# the figures of issue #14 that have a target: (figure, start of the "what" cell) -> rows
+TARGETS = {("1", "seq-aware + flows / flags-only"): 2,
+           ("2", "flags-only (no expiry) / bare record loop"): 1,
+           ("2", "bytes per IPv4 connection"): 1,
+           ("3a", "flags-only: 1-event call / minimal dict tracker step"): 1,
+           ("3b", "flags-only: 100-event calls' rate / minimal dict tracker's"): 1,
+           ("4", "fasttcp analyze start-up / 53c44d2's"): 1,
+           ("5", "analyze --flows / Suricata 7"): 1}
+
+
+def figures(*args, cwd=ROOT):
+    proc = subprocess.run([sys.executable, FIGURES, *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def table_rows(stdout):
+    """The table's rows as lists of cells, after checking its header and separator."""
+    lines = stdout.splitlines()
+    assert lines[0].startswith("$ python benchmarks/figures.py --quick") and " UTC, " in lines[1]
+    start = lines.index("| figure | what | measured | target | met |")
+    assert lines[start + 1] == "| --- | --- | --- | --- | --- |"
+    rows = [line.split(" | ") for line in lines[start + 2:]]
+    assert all(len(row) == 5 and row[0].startswith("| ") and row[4].endswith(" |")
+               for row in rows), rows
+    return [[row[0][2:], *row[1:4], row[4][:-2]] for row in rows]
+
+
+def with_target(rows):
+    found = {}
+    for figure, what, _shown, target, verdict in rows:
+        if target:
+            key = next(key for key in TARGETS if key[0] == figure and what.startswith(key[1]))
+            found[key] = found.get(key, 0) + 1
+            assert verdict in ("met", "NOT MET", "not measured")
+        else:
+            assert verdict == "-"
+    return found
+
+
+def test_figures_quick_run_measures_every_figure(tmp_path):
+    proc = figures("--quick", "--workdir", str(tmp_path))
+    rows = table_rows(proc.stdout)
+    assert with_target(rows) == TARGETS
+    for figure, _what, _shown, target, verdict in rows:
+        if figure in ("1", "2", "3a", "3b") and target:
+            assert verdict in ("met", "NOT MET")            # a number, judged
+    # no --startup-baseline: the start-up figure says so instead of a number
+    startup = next(row for row in rows if row[0] == "4" and row[3])
+    assert startup[2] == "not measured: no --startup-baseline" and startup[4] == "not measured"
+    assert [row[1].split(", ")[-1] for row in rows if row[0] == "1"] == ["20k live", "100k live"]
+    assert os.path.exists(tmp_path / "synth-2000-1.pcap")
+    for part in ("small", "startup", "1m", "10m", "capture"):
+        assert f"] {part}..." in proc.stderr
+
+
+def test_figures_skipped_parts_still_name_every_figure():
+    proc = figures("--quick", "--skip", "small,startup,1m,10m,capture")
+    rows = table_rows(proc.stdout)
+    assert with_target(rows) == TARGETS
+    assert all(row[2].startswith("skipped (--skip ") and row[4] == "not measured" for row in rows)
+
+
+def test_figures_refuses_an_unknown_part_and_a_baseline_without_fasttcp(tmp_path):
+    proc = subprocess.run([sys.executable, FIGURES, "--skip", "capture,disk"],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 2 and "unknown part(s) disk" in proc.stderr
+    proc = subprocess.run([sys.executable, FIGURES, "--startup-baseline", str(tmp_path)],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 2 and "no fasttcp package there" in proc.stderr
