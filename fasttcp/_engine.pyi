@@ -57,10 +57,6 @@ def zeek_columns(
     out_conn_state: npt.NDArray[np.uint8],  # uint8_t[::1]
 ) -> None: ...
 
-def split_segments(
-    rows: npt.NDArray[np.void],  # contiguous SEGMENT_DTYPE (family 4) or SEGMENT6_DTYPE rows
-    family: int,
-) -> tuple[npt.NDArray[Any], ...]: ...
 def index_slots_for(capacity: int) -> int: ...
 
 class FlowTable:

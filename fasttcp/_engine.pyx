@@ -47,7 +47,6 @@ from fasttcp._flows cimport (CS_OTH, E_CLOSED, E_EVICTED, E_EXPIRED, L_ZERO_WIND
 from fasttcp._index cimport (SLOT_ID_BIAS, fastrange, find, hash_tag, index_insert, index_nbytes,
                              index_remove, index_size, probe_fields, probe_lengths, probe_t,
                              rebuild_index, slot_of)
-from fasttcp._pcap cimport seg4_t, seg6_t
 from fasttcp._pipeline cimport (RING, event_at, pipeline_advance, pipeline_start, probe_start,
                                 ring_t, walk_all_t, walk_ordered_t, walk_t)
 from fasttcp._records cimport (S_ALIVE, S_FLIPPED, S_ILLEGAL_MAX, S_ILLEGAL_SHIFT, S_PICKED_UP,
@@ -156,64 +155,6 @@ MAX_CAPACITY = (1 << 30) - SLOT_ID_BIAS - 1
 MAX_LOAD = 0.5
 # Live plus tombstoned slots at most, before the index is rebuilt without tombstones.
 MAX_FILL = 0.7
-
-
-ctypedef fused segment_t:
-    seg4_t
-    seg6_t
-
-
-cdef void split_rows(const segment_t* rows, intp_t n, int64_t* ts, uint8_t* src,
-                     uint16_t* sport, uint8_t* dst, uint16_t* dport, uint8_t* flags,
-                     uint32_t* length, uint32_t* seq, uint32_t* ack, uint16_t* window,
-                     int8_t* wscale) noexcept nogil:
-    """Each row's fields into the columns; addresses as bytes, 4 or 16 a row."""
-    cdef intp_t i
-    cdef size_t width = sizeof(rows[0].src)
-    for i in range(n):
-        ts[i] = rows[i].ts
-        memcpy(src + i * width, &rows[i].src, width)
-        memcpy(dst + i * width, &rows[i].dst, width)
-        sport[i], dport[i], flags[i] = rows[i].sport, rows[i].dport, rows[i].flags
-        length[i], seq[i], ack[i] = rows[i].length, rows[i].seq, rows[i].ack
-        window[i], wscale[i] = rows[i].window, rows[i].wscale
-
-
-def split_segments(rows, int family):
-    """The columns of contiguous SEGMENT_DTYPE (family 4) or SEGMENT6_DTYPE (6) rows, in one
-    pass over them where numpy would take one per field: (ts, src, sport, dst, dport, flags,
-    length, seq, ack, window, wscale), each contiguous; IPv6 addresses as (n, 16) uint8."""
-    cdef const uint8_t[::1] raw = rows.view(np.uint8).ravel()
-    cdef intp_t n = rows.shape[0]
-    if family == 4:
-        src, dst = np.empty(n, np.uint32), np.empty(n, np.uint32)
-    else:
-        src, dst = np.empty((n, 16), np.uint8), np.empty((n, 16), np.uint8)
-    out = (np.empty(n, np.int64), src, np.empty(n, np.uint16), dst,
-           np.empty(n, np.uint16), np.empty(n, np.uint8), np.empty(n, np.uint32),
-           np.empty(n, np.uint32), np.empty(n, np.uint32), np.empty(n, np.uint16),
-           np.empty(n, np.int8))
-    if n == 0:
-        return out
-    if raw.shape[0] != n * <intp_t>(sizeof(seg4_t) if family == 4 else sizeof(seg6_t)):
-        raise ValueError("rows must be contiguous SEGMENT_DTYPE or SEGMENT6_DTYPE rows")
-    cdef int64_t[::1] ts = out[0]
-    cdef uint8_t[::1] src_bytes = src.view(np.uint8).ravel()
-    cdef uint8_t[::1] dst_bytes = dst.view(np.uint8).ravel()
-    cdef uint16_t[::1] sport = out[2], dport = out[4], window = out[9]
-    cdef uint8_t[::1] flags = out[5]
-    cdef uint32_t[::1] length = out[6], seq = out[7], ack = out[8]
-    cdef int8_t[::1] wscale = out[10]
-    with nogil:
-        if family == 4:
-            split_rows(<const seg4_t*>&raw[0], n, &ts[0], &src_bytes[0], &sport[0],
-                       &dst_bytes[0], &dport[0], &flags[0], &length[0], &seq[0], &ack[0],
-                       &window[0], &wscale[0])
-        else:
-            split_rows(<const seg6_t*>&raw[0], n, &ts[0], &src_bytes[0], &sport[0],
-                       &dst_bytes[0], &dport[0], &flags[0], &length[0], &seq[0], &ack[0],
-                       &window[0], &wscale[0])
-    return out
 
 
 def zeek_columns(const uint8_t[::1] flow_states, const uint8_t[::1] status,

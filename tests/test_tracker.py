@@ -457,21 +457,6 @@ def test_memory_usage_counts_every_part_as_tracemalloc_sees_it():
     assert abs(traced - usage["total"]) <= 0.02 * usage["total"]
 
 
-@pytest.mark.parametrize("dtype, family", [(fasttcp.SEGMENT_DTYPE, 4),
-                                           (fasttcp.SEGMENT6_DTYPE, 6)])
-def test_segment_rows_split_in_one_pass_as_numpy_splits_them(dtype, family):
-    rng = np.random.default_rng(family)
-    rows = np.frombuffer(rng.integers(0, 256, 1000 * dtype.itemsize, dtype=np.uint8).tobytes(),
-                         dtype=dtype)
-    columns = _engine.split_segments(rows, family)
-    names = ("ts", "src", "sport", "dst", "dport", "flags", "length", "seq", "ack", "window",
-             "wscale")
-    for name, column in zip(names, columns):
-        assert column.flags.c_contiguous
-        assert np.array_equal(column, rows[name]), name
-    assert all(len(c) == 0 for c in _engine.split_segments(rows[:0], family))
-
-
 def test_segment_rows_strided_or_contiguous_track_alike():
     with fasttcp.open_capture(fasttcp.SAMPLE_CAPTURE) as cap:
         segments = np.concatenate([batch.ipv4 for batch in cap])
