@@ -23,6 +23,8 @@ import sys
 import time
 from typing import Sequence
 
+import fasttcp
+
 LAUNCH = "import sys; from _fasttcp_launcher import main; sys.exit(main())"
 
 
@@ -42,11 +44,13 @@ def measure(rounds: int = 40, baseline: str | None = None,
             analyze_args: Sequence[str] = ()) -> dict[str, tuple[float, float]]:
     """Median wall and CPU seconds of each command over `rounds` interleaved rounds (after a
     warm-up run of each): bare Python, numpy's import, ``fasttcp analyze`` from this
-    checkout and, with `baseline`, from that checkout."""
+    checkout (or the installed package this process imports) and, with `baseline`, from that
+    checkout."""
     analyze = [sys.executable, "-c", LAUNCH, "analyze", *analyze_args]
     env = {key: value for key, value in os.environ.items()
            if key not in ("PYTHONDONTWRITEBYTECODE", "OPENBLAS_NUM_THREADS")}
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    # the fasttcp this process imports: the checkout built in place, or the installed package
+    here = os.path.dirname(os.path.dirname(os.path.abspath(fasttcp.__file__)))
     commands = {"python -c pass": ([sys.executable, "-c", "pass"], env),
                 "python -c 'import numpy'": ([sys.executable, "-c", "import numpy"], env),
                 "fasttcp analyze": (analyze, {**env, "PYTHONPATH": here})}

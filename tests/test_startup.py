@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -20,8 +21,10 @@ def loaded_after(code: str, env: dict = None) -> dict:
     """Runs `code` in a fresh interpreter; returns its sys.modules names and environment."""
     script = (f"import json, os, sys\n{code}\n"
               "print(json.dumps({'modules': sorted(sys.modules), 'env': dict(os.environ)}))")
+    # away from the source tree, whose fasttcp has no compiled modules after `pip install .`
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         check=True, env=env, stdin=subprocess.DEVNULL).stdout
+                         check=True, env=env, stdin=subprocess.DEVNULL,
+                         cwd=tempfile.gettempdir()).stdout
     return json.loads(out.splitlines()[-1])
 
 
